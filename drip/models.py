@@ -1,0 +1,314 @@
+"""The data model (SQLAlchemy 2.0, typed). Works on SQLite and PostgreSQL.
+
+Flows it serves (see DESIGN.md): a subscriber signs up (``pending``, a :class:`Consent` row),
+confirms (``active``) and is enrolled in a sequence (:class:`Enrollment`, ``next_send_at`` in
+UTC). Every email is a :class:`Delivery` row written *before* the backend is called, unique
+per (subscriber, message_key): that uniqueness is what makes sending exactly-once. Opens,
+clicks, bounces and complaints are :class:`TrackingEvent` rows; bounces and complaints also
+add a :class:`Suppression`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identity columns.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no time zone type and hands back naive values; this stores UTC and always returns an
+    aware UTC datetime, so comparisons with an injected clock never mix naive and aware values.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """Default for created_at columns only; engine logic takes an injected clock."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class SubscriberStatus(enum.StrEnum):
+    PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    ERASED = "erased"  # GDPR erasure: personal data gone, row kept for aggregate stats
+
+
+class EnrollmentStatus(enum.StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # an exit condition: stop_reason says which
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"  # row written, not yet handed to the backend
+    SENDING = "sending"  # claimed by a worker, backend call may be in flight
+    SENT = "sent"  # the backend accepted it
+    FAILED = "failed"  # permanent backend error, or retries exhausted
+    SKIPPED = "skipped"  # an exit condition held right before sending
+    UNKNOWN = "unknown"  # a worker died mid-call: maybe sent, never re-sent blindly
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)  # NULL once erased
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.PENDING, index=True)
+    source: Mapped[str] = mapped_column(String(100), default="")
+    course_emails: Mapped[bool] = mapped_column(Boolean, default=True)
+    newsletter: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    converted_at: Mapped[datetime | None]
+
+    tags: Mapped[list[Tag]] = relationship(secondary="subscriber_tags", lazy="selectin")
+    consents: Mapped[list[Consent]] = relationship(back_populates="subscriber")
+    enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
+
+
+class Consent(Base):
+    """Proof of consent (GDPR Art. 7): when, where, from which IP and browser, and what text."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(24))  # signup, confirm, resubscribe, import
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(100), default="")
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    text: Mapped[str] = mapped_column(Text, default="")
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="consents")
+
+    __table_args__ = (Index(None, "subscriber_id"),)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class SubscriberTag(Base):
+    __tablename__ = "subscriber_tags"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+
+    __table_args__ = (Index(None, "tag_id"),)
+
+
+class Enrollment(Base):
+    """A subscriber's place in one sequence. ``position`` counts the lessons already claimed."""
+
+    __tablename__ = "enrollments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    sequence: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=EnrollmentStatus.ACTIVE)
+    stop_reason: Mapped[str | None] = mapped_column(String(64))
+    next_send_at: Mapped[datetime | None]
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sent_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="enrollments")
+
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "sequence"),
+        # The tick's query: only active rows carry a next_send_at, so this index stays small and
+        # a tick with nothing due is one index probe whatever the number enrolled.
+        Index("ix_enrollments_due", "next_send_at"),
+    )
+
+
+class Delivery(Base):
+    """One email to one subscriber; unique (subscriber_id, message_key) guards exactly-once."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    message_key: Mapped[str] = mapped_column(String(128))  # "glute-accelerator/3", "broadcast/7"
+    kind: Mapped[str] = mapped_column(String(16))  # lesson, broadcast, confirm, test
+    sequence: Mapped[str | None] = mapped_column(String(64))
+    position: Mapped[int | None] = mapped_column(Integer)
+    broadcast_id: Mapped[int | None] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="SET NULL")
+    )
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
+    backend: Mapped[str | None] = mapped_column(String(16))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "message_key"),
+        Index(None, "status", "updated_at"),
+        Index(None, "message_key", "status"),
+        Index(None, "broadcast_id"),
+    )
+
+
+class TrackingEvent(Base):
+    """One normalized tracking event (anymail-style), from our endpoints or a provider webhook."""
+
+    __tablename__ = "tracking_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(24))  # see drip.events.EventType
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    provider: Mapped[str] = mapped_column(String(16), default="drip")
+    provider_event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    machine: Mapped[bool] = mapped_column(Boolean, default=False)  # privacy proxy / link scanner
+    url: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    raw: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (
+        Index(None, "delivery_id", "type"),
+        Index(None, "subscriber_id", "type"),
+        Index(None, "type", "occurred_at"),
+    )
+
+
+class Suppression(Base):
+    """An address we must never mail. Keyed by a salted hash so erased addresses stay blocked."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(24))  # bounce, complaint, erased, manual
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Conversion(Base):
+    """A purchase of The Runners Lab, idempotent on the checkout's order id."""
+
+    __tablename__ = "conversions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(128), unique=True)
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    email_hash: Mapped[str | None] = mapped_column(String(64))
+    product: Mapped[str] = mapped_column(String(200))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attributed_delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    raw: Mapped[dict[str, Any] | None]
+
+
+class Broadcast(Base):
+    """A newsletter: message, segment and time; a send resumes from ``last_subscriber_id``."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    preheader: Mapped[str] = mapped_column(String(200), default="")
+    body_md: Mapped[str] = mapped_column(Text)
+    segment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    scheduled_at: Mapped[datetime | None]
+    local_time: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    max_subscriber_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_subscriber_id: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class EngineState(Base):
+    """Process-wide switches shared by every worker, e.g. ``sending_paused`` with its reason."""
+
+    __tablename__ = "engine_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
