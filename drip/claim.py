@@ -1,0 +1,232 @@
+"""The tick: claim due enrollments, write their delivery rows, and say which to send.
+
+Run by beat once a minute (and by the demo's simulated clock). For each due enrollment, in one
+transaction: a ``queued`` delivery row for its next lesson (unique per subscriber and message key,
+so a second tick, or a second beat process, can never create another), and the enrollment
+advanced: position + 1 and ``next_send_at`` moved to the next allowed local day, or completed
+and the follow-on sequence entered. The caller enqueues the returned delivery ids only after the
+commit (pretix's outbox pattern), so a worker never sees a row that isn't there yet.
+
+On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so two ticks split the work; on SQLite
+every transaction takes the write lock up front (``BEGIN IMMEDIATE``, see drip.db), which makes
+the tick a single writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from drip import engine_state
+from drip.enrollments import due_after_send
+from drip.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
+from drip.runtime import Runtime
+
+Enqueue = Callable[[list[int]], None]
+
+
+@dataclass
+class TickReport:
+    claimed: int = 0
+    completed: int = 0
+    requeued: int = 0
+    unknown: list[int] = field(default_factory=list)
+    paused: str | None = None
+    batches: int = 0
+
+
+def dialect_insert(
+    session: Session, table: type[Delivery] | type[Enrollment]
+) -> postgresql.Insert | sqlite.Insert:
+    """INSERT with ON CONFLICT support on both databases."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+@dataclass
+class Claim:
+    delivery_ids: list[int]
+    completed: int  # enrollments that reached their last lesson
+    processed: int  # enrollments claimed, including any whose delivery row existed already
+
+
+def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim:
+    """Claim up to ``limit`` due enrollments, write their deliveries and advance them."""
+    rows = session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.subscriber_id,
+            Enrollment.sequence,
+            Enrollment.position,
+            Subscriber.time_zone,
+        )
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(Enrollment.next_send_at <= now)
+        .order_by(Enrollment.next_send_at)
+        .limit(limit)
+        .with_for_update(of=Enrollment, skip_locked=True)
+    ).all()
+    if not rows:
+        return Claim([], 0, 0)
+    fallback = rt.settings.default_timezone
+    deliveries: list[dict[str, object]] = []
+    updates: list[dict[str, object]] = []
+    follow_ons: list[dict[str, object]] = []
+    for enrollment_id, subscriber_id, slug, position, zone in rows:
+        sequence = rt.library.get(slug)
+        nxt = position + 1
+        if sequence is None or sequence.lesson_at(nxt) is None:
+            # The sequence was removed or shortened since: nothing left to send.
+            updates.append(_done(enrollment_id, position, now, EnrollmentStatus.COMPLETED))
+            continue
+        deliveries.append(
+            {
+                "subscriber_id": subscriber_id,
+                "message_key": f"{slug}/{nxt}",
+                "kind": "lesson",
+                "sequence": slug,
+                "position": nxt,
+                "status": DeliveryStatus.QUEUED,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        if nxt < sequence.length:
+            updates.append(
+                {
+                    "id": enrollment_id,
+                    "position": nxt,
+                    "last_sent_at": now,
+                    "next_send_at": due_after_send(sequence, nxt + 1, now, zone, fallback),
+                    "status": EnrollmentStatus.ACTIVE,
+                    "completed_at": None,
+                }
+            )
+            continue
+        updates.append(_done(enrollment_id, nxt, now, EnrollmentStatus.COMPLETED))
+        follow_on = rt.library.get(sequence.on_complete or "")
+        if follow_on is not None:
+            # Entered on completion: never the same local day as the last lesson.
+            due = (
+                now
+                if follow_on.first_lesson_immediately
+                else due_after_send(follow_on, 1, now, zone, fallback)
+            )
+            follow_ons.append(
+                {
+                    "subscriber_id": subscriber_id,
+                    "sequence": follow_on.slug,
+                    "position": 0,
+                    "status": EnrollmentStatus.ACTIVE,
+                    "next_send_at": due,
+                    "enrolled_at": now,
+                }
+            )
+    ids: list[int] = []
+    if deliveries:
+        stmt = dialect_insert(session, Delivery).values(deliveries)
+        stmt = stmt.on_conflict_do_nothing(index_elements=["subscriber_id", "message_key"])
+        ids = list(session.scalars(stmt.returning(Delivery.id)))
+    session.execute(update(Enrollment), updates)
+    if follow_ons:
+        stmt = dialect_insert(session, Enrollment).values(follow_ons)
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["subscriber_id", "sequence"]))
+    completed = sum(1 for u in updates if u["status"] == EnrollmentStatus.COMPLETED)
+    return Claim(ids, completed, len(rows))
+
+
+def _done(enrollment_id: int, position: int, now: datetime, status: str) -> dict[str, object]:
+    return {
+        "id": enrollment_id,
+        "position": position,
+        "last_sent_at": now,
+        "next_send_at": None,
+        "status": status,
+        "completed_at": now,
+    }
+
+
+def reap(
+    session: Session, now: datetime, *, stale_sending: timedelta, stale_queued: timedelta
+) -> tuple[list[int], list[int]]:
+    """Settle rows a crash left behind; returns (ids now ``unknown``, queued ids to re-enqueue).
+
+    A row still ``sending`` long after its claim belonged to a worker that died mid-call: the
+    provider may or may not have the email, so it becomes ``unknown`` and is reported, never
+    re-sent blindly. A row still ``queued`` long after it was written lost its task (a worker
+    killed with prefetched messages): sending it again is safe, because the send claims rows
+    with a compare-and-set on ``queued``.
+    """
+    unknown = list(
+        session.scalars(
+            update(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.updated_at < now - stale_sending,
+            )
+            .values(status=DeliveryStatus.UNKNOWN, updated_at=now)
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    requeue = list(
+        session.scalars(
+            update(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.QUEUED,
+                Delivery.updated_at < now - stale_queued,
+            )
+            .values(updated_at=now)
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    return unknown, requeue
+
+
+def tick(
+    rt: Runtime,
+    now: datetime,
+    enqueue: Enqueue,
+    *,
+    max_claims: int = 200_000,
+    stale_sending: timedelta = timedelta(minutes=15),
+    stale_queued: timedelta = timedelta(minutes=10),
+) -> TickReport:
+    """One beat tick: reap, then claim due work chunk by chunk and enqueue it after each commit."""
+    report = TickReport()
+    with rt.transaction() as session:
+        report.paused = engine_state.paused_reason(session)
+        if report.paused:
+            return report
+        report.unknown, requeue = reap(
+            session, now, stale_sending=stale_sending, stale_queued=stale_queued
+        )
+    report.requeued = len(requeue)
+    report.batches += _enqueue_in_batches(requeue, rt.settings.send_batch_size, enqueue)
+    chunk = rt.settings.claim_chunk
+    while report.claimed < max_claims:
+        with rt.transaction() as session:
+            claim = claim_due(rt, session, now, min(chunk, max_claims - report.claimed))
+        report.completed += claim.completed
+        report.claimed += claim.processed
+        report.batches += _enqueue_in_batches(
+            claim.delivery_ids, rt.settings.send_batch_size, enqueue
+        )
+        if claim.processed < chunk:
+            break
+    return report
+
+
+def _enqueue_in_batches(ids: Sequence[int], size: int, enqueue: Enqueue) -> int:
+    batches = 0
+    for start in range(0, len(ids), size):
+        enqueue(list(ids[start : start + size]))
+        batches += 1
+    return batches

@@ -1,0 +1,70 @@
+"""Switches shared by every worker: the failure streak and the sending pause.
+
+Too many failed sends in a row (a revoked API key, a provider outage answering 400s) pause all
+sending with the reason recorded, instead of burning through the whole list (listmonk's
+``MaxSendErrors``). ``drip sending resume`` clears the pause.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from drip.models import EngineState
+
+PAUSED = "sending_paused"
+STREAK = "failure_streak"
+
+
+def paused_reason(session: Session) -> str | None:
+    """Why sending is paused, or None when it is not."""
+    value = session.scalar(select(EngineState.value).where(EngineState.key == PAUSED))
+    return str(value["reason"]) if value else None
+
+
+def pause(session: Session, reason: str, now: datetime) -> None:
+    row = session.get(EngineState, PAUSED)
+    if row is None:
+        session.add(EngineState(key=PAUSED, value={"reason": reason, "since": now.isoformat()}))
+    else:
+        row.value = {"reason": reason, "since": now.isoformat()}
+    session.flush()
+
+
+def resume(session: Session) -> bool:
+    """Lift the pause and reset the streak; False if sending was not paused."""
+    row = session.get(EngineState, PAUSED)
+    streak = session.get(EngineState, STREAK)
+    if streak is not None:
+        streak.value = {"count": 0}
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
+
+
+def record_outcome(
+    session: Session,
+    *,
+    succeeded: int,
+    failed: int,
+    last_error: str | None,
+    limit: int,
+    now: datetime,
+) -> str | None:
+    """Update the streak of consecutive failures; pause and return the reason past ``limit``."""
+    row = session.get(EngineState, STREAK, with_for_update=True)
+    if row is None:
+        row = EngineState(key=STREAK, value={"count": 0})
+        session.add(row)
+    count = 0 if succeeded else int(row.value.get("count", 0)) + failed
+    row.value = {"count": count, "last_error": last_error}
+    session.flush()
+    if count >= limit:
+        reason = f"{count} sends failed in a row; last error: {last_error}"
+        pause(session, reason, now)
+        return reason
+    return None

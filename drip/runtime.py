@@ -1,0 +1,76 @@
+"""Everything a running engine needs, built once per process from the settings.
+
+A command, a worker or the web app builds one :class:`Runtime` at start-up. Building it loads and
+checks every sequence, so the engine refuses to start on a broken lesson file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from drip.clock import Clock, system_clock
+from drip.content import Sequence, load_library
+from drip.db import engine_for, session_factory
+from drip.esp import make_backend
+from drip.esp.base import EmailBackend
+from drip.render import Renderer
+from drip.settings import Settings
+from drip.tokens import subscriber_token
+
+UNSUBSCRIBE_PURPOSE = "unsubscribe"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    library: dict[str, Sequence]
+    renderer: Renderer
+    backend: EmailBackend
+    clock: Clock = system_clock
+    sessions: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = session_factory(self.engine)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        backend: EmailBackend | None = None,
+        clock: Clock = system_clock,
+    ) -> Runtime:
+        """Load the content (raising ContentError if broken) and wire the parts together."""
+        library = load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
+        return cls(
+            settings=settings,
+            engine=engine or engine_for(settings.database_url),
+            library=library,
+            renderer=Renderer(settings),
+            backend=backend or make_backend(settings, clock=clock),
+            clock=clock,
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    @property
+    def secret(self) -> str:
+        return self.settings.secret_key.get_secret_value()
+
+    def unsubscribe_url(self, subscriber_id: int) -> str:
+        token = subscriber_token(self.secret, UNSUBSCRIBE_PURPOSE, subscriber_id)
+        return f"{self.settings.public_url}/unsubscribe/{token}"
+
+    def course(self) -> Sequence:
+        return self.library[self.settings.course_sequence]

@@ -1,0 +1,159 @@
+"""Shared fixtures: real PostgreSQL and Redis, a SQLite file, settings and a runtime.
+
+Services: outside CI a missing PostgreSQL or Redis skips the tests that need it; with CI=true it
+fails them (a green CI run must have exercised everything).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Engine, create_engine, text
+
+from drip import suppress
+from drip.clock import FrozenClock
+from drip.db import make_engine
+from drip.esp.memory import MemoryBackend
+from drip.migrate import upgrade
+from drip.models import Base
+from drip.runtime import Runtime
+from drip.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+REPO = Path(__file__).resolve().parent.parent
+START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday, a week before US DST starts
+
+
+def service_missing(what: str, err: BaseException) -> None:
+    message = f"{what} is not reachable: {err}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure)")
+    pytest.skip(message)
+
+
+def _candidate_pg_urls() -> list[str]:
+    if os.environ.get("DRIP_TEST_DATABASE_URL"):
+        return [os.environ["DRIP_TEST_DATABASE_URL"]]
+    return [
+        f"postgresql+psycopg://{role}@127.0.0.1:5432/drip_test" for role in ("postgres", "root")
+    ]
+
+
+def _ensure_database(url: str) -> None:
+    base, _, name = url.rpartition("/")
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(text("select 1 from pg_database where datname = :n"), {"n": name})
+            if not exists:
+                conn.execute(text(f'create database "{name}"'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_engine() -> Iterator[Engine]:
+    """A migrated PostgreSQL test database (schema rebuilt once per session)."""
+    last: BaseException | None = None
+    for url in _candidate_pg_urls():
+        try:
+            _ensure_database(url)
+            engine = make_engine(url)
+            with engine.begin() as conn:
+                conn.execute(text("drop schema public cascade; create schema public"))
+            upgrade(engine)
+        except Exception as err:  # any failure means "no usable server"
+            last = err
+            continue
+        yield engine
+        engine.dispose()
+        return
+    assert last is not None
+    service_missing("PostgreSQL", last)
+
+
+def truncate_all(engine: Engine) -> None:
+    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"truncate {names} restart identity cascade"))
+    suppress._salt_cache.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("DRIP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        client = redis.Redis.from_url(url)
+        client.ping()
+        client.close()
+    except redis.RedisError as err:
+        service_missing("Redis", err)
+    return url
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'drip.sqlite3'}")
+    upgrade(engine)
+    suppress._salt_cache.clear()
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """Each test using this runs twice: on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_engine")
+        return
+    pg: Engine = request.getfixturevalue("pg_engine")
+    truncate_all(pg)
+    yield pg
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'unused.sqlite3'}",
+        "email_backend": "memory",
+        "outbox_dir": tmp_path / "outbox",
+        "secret_key": "test-secret-key-0123456789",
+        "public_url": "https://drip.test",
+        "from_email": "coach@drip.test",
+        "from_name": "Coach Test",
+        "postal_address": "1 Test Road, Testville",
+        "runners_lab_url": "https://lab.test/join",
+        "default_timezone": "America/New_York",
+        "content_dir": REPO / "content" / "lessons",
+        "templates_dir": REPO / "templates",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(START)
+
+
+@pytest.fixture
+def memory_backend(clock: FrozenClock) -> MemoryBackend:
+    return MemoryBackend(clock=clock)
+
+
+@pytest.fixture
+def rt(
+    settings: Settings, engine: Engine, memory_backend: MemoryBackend, clock: FrozenClock
+) -> Runtime:
+    """A runtime on both databases, with the memory backend and a frozen clock."""
+    return Runtime.build(settings, engine=engine, backend=memory_backend, clock=clock)

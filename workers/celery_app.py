@@ -1,0 +1,36 @@
+"""The Celery app: Redis broker, JSON only, beat firing the drip tick.
+
+Start with ``drip worker`` and ``drip beat`` (or ``celery -A workers.celery_app ...``).
+Design notes: nothing is ever scheduled with a long ETA or countdown (Redis redelivers them past
+the visibility timeout); the database is the source of truth and the tick re-enqueues any
+``queued`` delivery whose task was lost, so tasks can be acknowledged early and still nothing is
+dropped.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from drip.settings import Settings, get_settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("drip", broker=settings.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        worker_prefetch_multiplier=2,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+        task_default_queue="drip",
+        beat_schedule={
+            "drip-tick": {"task": "drip.tick", "schedule": float(settings.tick_seconds)},
+        },
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = make_celery(get_settings())
