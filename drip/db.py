@@ -5,13 +5,14 @@ Sessions are opened at the edge (command, task, request) and passed in.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -68,3 +69,18 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
     with session_factory(engine)() as session, session.begin():
         yield session
+
+
+def one_of(column: Any, values: Sequence[Any], session: Session) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, a single bound parameter.
+
+    An IN list of a thousand ids renders a thousand placeholders that the driver must parse on
+    every call; one array parameter costs nothing to compile and is cached.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        element_type = column.type
+        return cast(
+            ColumnElement[bool],
+            column == any_(bindparam(None, list(values), type_=ARRAY(element_type))),
+        )
+    return cast(ColumnElement[bool], column.in_(list(values)))

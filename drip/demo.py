@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from drip.claim import tick
 from drip.clock import FrozenClock
+from drip.content import load_library
 from drip.db import make_engine
 from drip.dispatch import send_deliveries
 from drip.enrollments import enroll
@@ -68,6 +69,8 @@ def run_demo(
     Each subscriber signs up at 18:30 local time on ``start`` (a minute apart, so the outbox
     order is stable) and is enrolled at once, as a confirmed signup would be.
     """
+    # Check the content before deleting anything: a broken lesson must not cost the last demo.
+    load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
     database.unlink(missing_ok=True)
     for suffix in ("-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)

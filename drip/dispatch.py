@@ -23,17 +23,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, select, text, update
 from sqlalchemy.orm import Session
 
 from drip import engine_state
+from drip.db import one_of
 from drip.enrollments import stop_enrollments
 from drip.errors import PermanentBackendError, TransientBackendError
 from drip.esp.base import Message, Recipient, SendResult
 from drip.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 from drip.render import RecipientData, recipient_substitutions, unsubscribe_headers
 from drip.runtime import Runtime
-from drip.suppress import email_hash, suppressed_hashes
+from drip.suppress import hash_with, listed_hashes, salt
 from drip.tokens import expiring_token
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,15 @@ def send_deliveries(rt: Runtime, ids: Sequence[int], now: datetime) -> SendRepor
     for row, recipient in ready:
         by_message[row.message_key].append((row, recipient))
     for key, items in by_message.items():
-        message = _message_for(rt, key, items[0][0].kind)
+        try:
+            message = _message_for(rt, key, items[0][0].kind)
+        except Exception as err:  # a broken message must not leave rows stuck in "sending"
+            log.exception("cannot render %s", key)
+            failures = [
+                SendResult(r.delivery_id, False, error=f"render failed: {err}") for _, r in items
+            ]
+            _record(rt, failures, {row.id: row.attempts for row, _ in items}, report, now)
+            continue
         size = rt.backend.max_batch
         for start in range(0, len(items), size):
             _send_batch(rt, message, items[start : start + size], report, now)
@@ -87,7 +96,7 @@ def send_deliveries(rt: Runtime, ids: Sequence[int], now: datetime) -> SendRepor
 def _claim(session: Session, ids: Sequence[int], now: datetime) -> list[Row[Any]]:
     stmt = (
         update(Delivery)
-        .where(Delivery.id.in_(list(ids)), Delivery.status == DeliveryStatus.QUEUED)
+        .where(one_of(Delivery.id, ids, session), Delivery.status == DeliveryStatus.QUEUED)
         .values(status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1, updated_at=now)
         .returning(
             Delivery.id,
@@ -107,8 +116,7 @@ def _exit_reason(
     sub: Row[Any] | None,
     kind: str,
     seq: str | None,
-    suppressed: set[str],
-    session: Session,
+    suppressed: bool,
 ) -> str | None:
     if sub is None or sub.email is None or sub.status == SubscriberStatus.ERASED:
         return "erased"
@@ -117,7 +125,7 @@ def _exit_reason(
         allowed = {SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}
     if sub.status not in allowed:
         return str(sub.status)
-    if email_hash(session, sub.email) in suppressed:
+    if suppressed:
         return "suppressed"
     if kind == "lesson":
         sequence = rt.library.get(seq or "")
@@ -151,15 +159,18 @@ def _apply_exit_conditions(
                 Subscriber.course_emails,
                 Subscriber.newsletter,
                 Subscriber.converted_at,
-            ).where(Subscriber.id.in_([r.subscriber_id for r in rows]))
+            ).where(one_of(Subscriber.id, [r.subscriber_id for r in rows], session))
         )
     }
-    suppressed = suppressed_hashes(session, [s.email for s in subs.values() if s.email])
+    key = salt(session)
+    hashes = {s.id: hash_with(key, s.email) for s in subs.values() if s.email}
+    suppressed = listed_hashes(session, hashes.values())
     ready = []
     skipped: list[dict[str, object]] = []
     for row in rows:
         sub = subs.get(row.subscriber_id)
-        reason = _exit_reason(rt, sub, row.kind, row.sequence, suppressed, session)
+        blocked = hashes.get(row.subscriber_id) in suppressed
+        reason = _exit_reason(rt, sub, row.kind, row.sequence, blocked)
         if reason is not None or sub is None:
             skipped.append({"id": row.id, "status": DeliveryStatus.SKIPPED, "error": reason})
             if row.sequence:
@@ -226,6 +237,22 @@ def _send_batch(
     _record(rt, results, attempts, report, now)
 
 
+_RECORD_PG = text(
+    """
+    UPDATE deliveries AS d
+    SET status = v.status, provider_message_id = v.provider_message_id, error = v.error,
+        sent_at = v.sent_at, backend = :backend, updated_at = :now
+    FROM unnest(
+        CAST(:id AS bigint[]), CAST(:status AS varchar[]),
+        CAST(:provider_message_id AS varchar[]), CAST(:error AS text[]),
+        CAST(:sent_at AS timestamptz[])
+    ) AS v(id, status, provider_message_id, error, sent_at)
+    WHERE d.id = v.id
+    """
+)
+_RECORD_COLUMNS = ("id", "status", "provider_message_id", "error", "sent_at")
+
+
 def _record(
     rt: Runtime,
     results: list[SendResult],
@@ -233,57 +260,39 @@ def _record(
     report: SendReport,
     now: datetime,
 ) -> None:
+    """Store each result: sent, failed, or queued again for a retry while attempts remain."""
     limit = rt.settings.max_send_retries + 1
     changes: list[dict[str, object]] = []
-    ok = failed = 0
     last_error = None
     for res in results:
-        if res.ok:
-            ok += 1
-            changes.append(
-                {
-                    "id": res.delivery_id,
-                    "status": DeliveryStatus.SENT,
-                    "provider_message_id": res.provider_message_id,
-                    "sent_at": now,
-                    "error": None,
-                    "backend": rt.backend.name,
-                    "updated_at": now,
-                }
-            )
-            continue
-        last_error = res.error
-        if res.transient and attempts[res.delivery_id] < limit:
-            report.retry.append(res.delivery_id)
-            changes.append(
-                {
-                    "id": res.delivery_id,
-                    "status": DeliveryStatus.QUEUED,
-                    "provider_message_id": None,
-                    "sent_at": None,
-                    "error": res.error,
-                    "backend": rt.backend.name,
-                    "updated_at": now,
-                }
-            )
-            continue
-        failed += 1
-        error = res.error if not res.transient else f"gave up after {limit} attempts: {res.error}"
-        changes.append(
-            {
-                "id": res.delivery_id,
-                "status": DeliveryStatus.FAILED,
-                "provider_message_id": None,
-                "sent_at": None,
-                "error": error,
-                "backend": rt.backend.name,
-                "updated_at": now,
-            }
-        )
+        change: dict[str, object] = {
+            "id": res.delivery_id,
+            "status": DeliveryStatus.SENT,
+            "provider_message_id": res.provider_message_id,
+            "error": None,
+            "sent_at": now,
+        }
+        if not res.ok:
+            last_error = res.error
+            change.update(provider_message_id=None, sent_at=None, error=res.error)
+            if res.transient and attempts[res.delivery_id] < limit:
+                report.retry.append(res.delivery_id)
+                change["status"] = DeliveryStatus.QUEUED
+            else:
+                report.failed += 1
+                change["status"] = DeliveryStatus.FAILED
+                if res.transient:
+                    change["error"] = f"gave up after {limit} attempts: {res.error}"
+        changes.append(change)
+    ok = sum(1 for res in results if res.ok)
     report.sent += ok
-    report.failed += failed
     with rt.transaction() as session:
-        session.execute(update(Delivery), changes)
+        if session.get_bind().dialect.name == "postgresql":
+            params: dict[str, object] = {c: [ch[c] for ch in changes] for c in _RECORD_COLUMNS}
+            session.execute(_RECORD_PG, {**params, "backend": rt.backend.name, "now": now})
+        else:
+            extra = {"backend": rt.backend.name, "updated_at": now}
+            session.execute(update(Delivery), [{**ch, **extra} for ch in changes])
         reason = engine_state.record_outcome(
             session,
             succeeded=ok,

@@ -56,6 +56,11 @@ def record_outcome(
     now: datetime,
 ) -> str | None:
     """Update the streak of consecutive failures; pause and return the reason past ``limit``."""
+    if succeeded:
+        # The common case, a healthy batch: skip the row lock unless there is a streak to reset.
+        current = session.scalar(select(EngineState.value).where(EngineState.key == STREAK))
+        if not current or not current.get("count"):
+            return None
     row = session.get(EngineState, STREAK, with_for_update=True)
     if row is None:
         row = EngineState(key=STREAK, value={"count": 0})

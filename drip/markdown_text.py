@@ -29,6 +29,7 @@ def to_text(source: str, width_hint: int = 72) -> str:
     """Plain text of a Markdown document; links become ``text (url)``."""
     out: list[str] = []
     list_stack: list[list[int]] = []  # per open list: [next number] or [-1] for bullets
+    quote_depth = 0  # open blockquotes: their lines are prefixed with "> "
     for token in parse(source):
         kind = token.type
         if kind == "heading_open":
@@ -59,6 +60,8 @@ def to_text(source: str, width_hint: int = 72) -> str:
             out.append("")
         elif kind == "inline":
             text = _inline_text(token.children or [])
+            if quote_depth:
+                text = "\n".join("> " * quote_depth + line for line in text.split("\n"))
             if out and out[-1].endswith(" ") and out[-1].strip() and list_stack:
                 out[-1] += text  # the list marker waits for its item's text
             else:
@@ -68,7 +71,9 @@ def to_text(source: str, width_hint: int = 72) -> str:
         elif kind in ("fence", "code_block"):
             out.extend([token.content.rstrip("\n"), ""])
         elif kind == "blockquote_open":
-            out.append("> ")
+            quote_depth += 1
+        elif kind == "blockquote_close":
+            quote_depth -= 1
     text = "\n".join(out)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")

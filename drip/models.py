@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -182,7 +183,12 @@ class Enrollment(Base):
         UniqueConstraint("subscriber_id", "sequence"),
         # The tick's query: only active rows carry a next_send_at, so this index stays small and
         # a tick with nothing due is one index probe whatever the number enrolled.
-        Index("ix_enrollments_due", "next_send_at"),
+        Index(
+            "ix_enrollments_due",
+            "next_send_at",
+            postgresql_where=text("next_send_at IS NOT NULL"),
+            sqlite_where=text("next_send_at IS NOT NULL"),
+        ),
     )
 
 
@@ -211,9 +217,21 @@ class Delivery(Base):
 
     __table_args__ = (
         UniqueConstraint("subscriber_id", "message_key"),
-        Index(None, "status", "updated_at"),
-        Index(None, "message_key", "status"),
-        Index(None, "broadcast_id"),
+        # Partial indexes: each status change rewrites a row's index entries, so the rows of
+        # finished sends stay out of the indexes that only in-flight rows need.
+        Index(
+            "ix_deliveries_in_flight",
+            "status",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'sending')"),
+            sqlite_where=text("status IN ('queued', 'sending')"),
+        ),
+        Index(
+            "ix_deliveries_broadcast",
+            "broadcast_id",
+            postgresql_where=text("broadcast_id IS NOT NULL"),
+            sqlite_where=text("broadcast_id IS NOT NULL"),
+        ),
     )
 
 

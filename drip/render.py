@@ -179,8 +179,10 @@ class Renderer:
             "from_name": self.settings.from_name,
             "postal_address": self.settings.postal_address,
         }
+        # The HTML layout shows the subject too (<title>): it gets the escaped placeholders.
+        subject_html = self._body(subject, {**shared, **html_vars}).strip()
         page = self._layouts.get_template(f"{template}.html").render(
-            **layout, **html_vars, body_html=Markup(body_html)
+            **{**layout, "subject": subject_html}, **html_vars, body_html=Markup(body_html)
         )
         text = self._layouts.get_template(f"{template}.txt").render(
             **layout, **text_vars, body_text=body_text

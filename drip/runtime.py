@@ -17,6 +17,7 @@ from drip.clock import Clock, system_clock
 from drip.content import Sequence, load_library
 from drip.db import engine_for, session_factory
 from drip.esp import make_backend
+from drip.errors import SettingsError
 from drip.esp.base import EmailBackend
 from drip.render import Renderer
 from drip.settings import Settings
@@ -49,6 +50,12 @@ class Runtime:
     ) -> Runtime:
         """Load the content (raising ContentError if broken) and wire the parts together."""
         library = load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
+        if settings.course_sequence not in library:
+            known = ", ".join(sorted(library)) or "none"
+            raise SettingsError(
+                f"DRIP_COURSE_SEQUENCE: no sequence {settings.course_sequence!r} in "
+                f"{settings.content_dir} (found: {known})"
+            )
         return cls(
             settings=settings,
             engine=engine or engine_for(settings.database_url),

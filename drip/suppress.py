@@ -14,12 +14,14 @@ import secrets
 from collections.abc import Iterable
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from drip.models import EngineState, Suppression
+from drip.db import one_of
+from drip.models import EngineState, Suppression, utcnow
 
 SALT_KEY = "suppression_salt"
-_salt_cache: dict[str, bytes] = {}
+_salt_cache: dict[object, bytes] = {}  # per engine: one salt per database
 
 
 def normalize_email(email: str) -> str:
@@ -29,30 +31,45 @@ def normalize_email(email: str) -> str:
 
 def salt(session: Session) -> bytes:
     """This installation's salt, created on first use."""
-    url = str(session.get_bind().engine.url)
-    if url in _salt_cache:
-        return _salt_cache[url]
-    row = session.get(EngineState, SALT_KEY)
-    if row is None:
-        row = EngineState(key=SALT_KEY, value={"salt": secrets.token_hex(32)})
-        session.add(row)
-        session.flush()
-    value = bytes.fromhex(row.value["salt"])
-    _salt_cache[url] = value
+    engine = session.get_bind().engine
+    if engine in _salt_cache:
+        return _salt_cache[engine]
+    # Two workers may both find no salt: ON CONFLICT lets the first writer win and the other
+    # read the winner's value, instead of failing its whole transaction.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(
+        insert(EngineState)
+        .values(key=SALT_KEY, value={"salt": secrets.token_hex(32)}, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    stored = session.scalar(select(EngineState.value).where(EngineState.key == SALT_KEY))
+    assert stored is not None
+    value = bytes.fromhex(stored["salt"])
+    _salt_cache[engine] = value
     return value
 
 
 def email_hash(session: Session, email: str) -> str:
-    return hmac.new(salt(session), normalize_email(email).encode(), hashlib.sha256).hexdigest()
+    return hash_with(salt(session), email)
+
+
+def hash_with(key: bytes, email: str) -> str:
+    return hmac.new(key, normalize_email(email).encode(), hashlib.sha256).hexdigest()
 
 
 def suppressed_hashes(session: Session, emails: Iterable[str]) -> set[str]:
-    """The hashes among ``emails`` that are on the suppression list (one query)."""
-    hashes = [email_hash(session, e) for e in emails]
+    """The hashes of those ``emails`` that are on the suppression list (one query)."""
+    key = salt(session)
+    return listed_hashes(session, [hash_with(key, e) for e in emails])
+
+
+def listed_hashes(session: Session, hashes: Iterable[str]) -> set[str]:
+    """Those of ``hashes`` (see :func:`email_hash`) that are on the suppression list."""
+    hashes = list(hashes)
     if not hashes:
         return set()
     found = session.scalars(
-        select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
+        select(Suppression.email_hash).where(one_of(Suppression.email_hash, hashes, session))
     )
     return set(found)
 

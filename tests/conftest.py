@@ -40,9 +40,20 @@ def service_missing(what: str, err: BaseException) -> None:
 def _candidate_pg_urls() -> list[str]:
     if os.environ.get("DRIP_TEST_DATABASE_URL"):
         return [os.environ["DRIP_TEST_DATABASE_URL"]]
-    return [
-        f"postgresql+psycopg://{role}@127.0.0.1:5432/drip_test" for role in ("postgres", "root")
-    ]
+    # Without an explicit URL (a developer's run), each test session gets its own database, so
+    # two runs side by side don't drop each other's schema. .ci/run sets the URL.
+    name = f"drip_test_{os.getpid()}"
+    return [f"postgresql+psycopg://{role}@127.0.0.1:5432/{name}" for role in ("postgres", "root")]
+
+
+def _drop_database(url: str) -> None:
+    base, _, name = url.rpartition("/")
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'drop database if exists "{name}" with (force)'))
+    finally:
+        admin.dispose()
 
 
 def _ensure_database(url: str) -> None:
@@ -73,6 +84,8 @@ def pg_engine() -> Iterator[Engine]:
             continue
         yield engine
         engine.dispose()
+        if not os.environ.get("DRIP_TEST_DATABASE_URL"):
+            _drop_database(url)
         return
     assert last is not None
     service_missing("PostgreSQL", last)

@@ -83,6 +83,9 @@ class WorkerProcess:
         self.proc.wait(timeout=30)
         self._log.close()
 
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -104,11 +107,19 @@ def client(broker_url: str) -> Celery:
     return app
 
 
-def wait_for(predicate: object, *, timeout: float, what: str, interval: float = 0.2) -> None:
+def wait_for(
+    predicate: object,
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    log: WorkerProcess | None = None,
+) -> None:
     """Poll ``predicate`` (a callable) until it is true: waiting on another process, not time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():  # type: ignore[operator]
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    tail = f"\n--- worker log ---\n{log.log_tail()}" if log is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")

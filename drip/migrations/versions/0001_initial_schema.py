@@ -149,17 +149,24 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        # Partial indexes: every status change of a delivery rewrites its index entries, so the
+        # rows of a finished send stay out of the indexes that only in-flight rows need.
         batch_op.create_index(
-            batch_op.f("ix_deliveries_broadcast_id"), ["broadcast_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_deliveries_message_key_status"), ["message_key", "status"], unique=False
+            "ix_deliveries_broadcast",
+            ["broadcast_id"],
+            unique=False,
+            postgresql_where=sa.text("broadcast_id IS NOT NULL"),
+            sqlite_where=sa.text("broadcast_id IS NOT NULL"),
         )
         batch_op.create_index(
             batch_op.f("ix_deliveries_provider_message_id"), ["provider_message_id"], unique=False
         )
         batch_op.create_index(
-            batch_op.f("ix_deliveries_status_updated_at"), ["status", "updated_at"], unique=False
+            "ix_deliveries_in_flight",
+            ["status", "updated_at"],
+            unique=False,
+            postgresql_where=sa.text("status IN ('queued', 'sending')"),
+            sqlite_where=sa.text("status IN ('queued', 'sending')"),
         )
 
     op.create_table(
@@ -188,7 +195,13 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
-        batch_op.create_index("ix_enrollments_due", ["next_send_at"], unique=False)
+        batch_op.create_index(
+            "ix_enrollments_due",
+            ["next_send_at"],
+            unique=False,
+            postgresql_where=sa.text("next_send_at IS NOT NULL"),
+            sqlite_where=sa.text("next_send_at IS NOT NULL"),
+        )
 
     op.create_table(
         "subscriber_tags",
@@ -321,10 +334,9 @@ def downgrade() -> None:
 
     op.drop_table("enrollments")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_deliveries_status_updated_at"))
+        batch_op.drop_index("ix_deliveries_in_flight")
         batch_op.drop_index(batch_op.f("ix_deliveries_provider_message_id"))
-        batch_op.drop_index(batch_op.f("ix_deliveries_message_key_status"))
-        batch_op.drop_index(batch_op.f("ix_deliveries_broadcast_id"))
+        batch_op.drop_index("ix_deliveries_broadcast")
 
     op.drop_table("deliveries")
     with op.batch_alter_table("consents", schema=None) as batch_op:

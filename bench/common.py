@@ -1,0 +1,110 @@
+"""Shared set-up for the benchmarks: a fresh PostgreSQL database, the sink, process RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+
+from drip.db import make_engine
+from drip.migrate import upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+ZONES = ("America/New_York", "Europe/London", "Asia/Tokyo", "Australia/Sydney", "America/Denver")
+
+
+def fresh_database(url: str) -> Engine:
+    """Create (or wipe) the database at ``url`` and migrate it."""
+    base, _, name = url.rpartition("/")
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.scalar(text("select 1 from pg_database where datname = :n"), {"n": name}):
+            conn.execute(text(f'create database "{name}"'))
+    admin.dispose()
+    engine = make_engine(url, pool_size=5)
+    with engine.begin() as conn:
+        conn.execute(text("drop schema public cascade; create schema public"))
+    upgrade(engine)
+    return engine
+
+
+def load_subscribers(engine: Engine, count: int, *, due: bool = True) -> None:
+    """``count`` active subscribers, each enrolled in the course, due now (or tomorrow)."""
+    zones = "array[" + ",".join(f"'{z}'" for z in ZONES) + "]"
+    when = "now() - interval '1 minute'" if due else "now() + interval '1 day'"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "insert into subscribers (email, first_name, time_zone, status, source,"
+                " course_emails, newsletter, created_at, confirmed_at)"
+                f" select 'runner' || i || '@example.com', 'Runner' || i, ({zones})[1 + i % 5],"
+                " 'active', 'bench', true, true, now(), now()"
+                " from generate_series(1, :n) as i"
+            ),
+            {"n": count},
+        )
+        conn.execute(
+            text(
+                "insert into enrollments (subscriber_id, sequence, position, status,"
+                " next_send_at, enrolled_at)"
+                f" select id, 'glute-accelerator', 0, 'active', {when}, now() from subscribers"
+            )
+        )
+        conn.execute(text("analyze"))
+
+
+class Sink:
+    """The SendGrid-compatible sink in its own process (so it doesn't share our GIL)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "fakes" / "sendgrid_sink.py"), "--no-validate"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.url}/_sink/stats", timeout=5) as resp:
+            return dict(json.load(resp))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of one process, in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0

@@ -1,0 +1,1 @@
+"""Local fakes of outside services (SendGrid), shared by tests and benchmarks."""
