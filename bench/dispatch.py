@@ -22,17 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis  # noqa: E402
-from sqlalchemy import func, insert, select, text  # noqa: E402
+import redis
+from sqlalchemy import func, insert, select, text
 
-from bench.common import Sink, fresh_database, load_subscribers, peak_rss_mb, process_tree  # noqa: E402
-from drip.claim import tick  # noqa: E402
-from drip.esp.memory import MemoryBackend  # noqa: E402
-from drip.models import Delivery, DeliveryStatus, Subscriber  # noqa: E402
-from drip.render import RecipientData, recipient_substitutions, unsubscribe_headers  # noqa: E402
-from drip.runtime import Runtime  # noqa: E402
-from drip.settings import Settings  # noqa: E402
-from tests.worker_harness import WorkerProcess, client, worker_env  # noqa: E402
+from bench.common import Sink, fresh_database, load_subscribers, peak_rss_mb, process_tree
+from drip.claim import tick
+from drip.esp.memory import MemoryBackend
+from drip.models import Delivery, DeliveryStatus, Subscriber
+from drip.render import RecipientData, recipient_substitutions, unsubscribe_headers
+from drip.runtime import Runtime
+from drip.settings import Settings
+from tests.worker_harness import WorkerProcess, client, worker_env
 
 
 def measure_floor(rt: Runtime, sample: int) -> float:

@@ -30,9 +30,17 @@ def normalize_email(email: str) -> str:
 
 
 def salt(session: Session) -> bytes:
-    """This installation's salt, created on first use."""
+    """This installation's salt, created on first use.
+
+    Cached per engine only once read back from the database as already there: a salt created
+    inside a transaction that later rolls back must not outlive it in the cache.
+    """
     engine = session.get_bind().engine
     if engine in _salt_cache:
+        return _salt_cache[engine]
+    stored = session.scalar(select(EngineState.value).where(EngineState.key == SALT_KEY))
+    if stored is not None:
+        _salt_cache[engine] = bytes.fromhex(stored["salt"])
         return _salt_cache[engine]
     # Two workers may both find no salt: ON CONFLICT lets the first writer win and the other
     # read the winner's value, instead of failing its whole transaction.
@@ -42,11 +50,9 @@ def salt(session: Session) -> bytes:
         .values(key=SALT_KEY, value={"salt": secrets.token_hex(32)}, updated_at=utcnow())
         .on_conflict_do_nothing(index_elements=["key"])
     )
-    stored = session.scalar(select(EngineState.value).where(EngineState.key == SALT_KEY))
-    assert stored is not None
-    value = bytes.fromhex(stored["salt"])
-    _salt_cache[engine] = value
-    return value
+    created = session.scalar(select(EngineState.value).where(EngineState.key == SALT_KEY))
+    assert created is not None
+    return bytes.fromhex(created["salt"])
 
 
 def email_hash(session: Session, email: str) -> str:

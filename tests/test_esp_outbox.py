@@ -71,6 +71,7 @@ def test_one_eml_per_recipient_and_a_manifest_line_each(outbox: OutboxBackend) -
         "to": "p57@example.org",
         "name": "Ana",
         "message_key": "glute-accelerator/3",
+        "sequence": "glute-accelerator",
         "subject": "Day 3 for Ana",
         "delivery_id": 57,
         "sent_at_utc": "2025-03-10T12:00:05Z",

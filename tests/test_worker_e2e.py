@@ -65,10 +65,7 @@ def _counts(rt: Runtime) -> Counter[str]:
 
 def _sink_addresses(sink: SendGridSink) -> Counter[str]:
     return Counter(
-        to["email"]
-        for body in sink.requests
-        for p in body["personalizations"]
-        for to in p["to"]
+        to["email"] for body in sink.requests for p in body["personalizations"] for to in p["to"]
     )
 
 
@@ -98,8 +95,12 @@ def test_worker_sends_due_lessons_through_sendgrid_exactly_once(
         enqueue, _ = _enqueue_into(broker)
         report = tick(pg_rt, pg_rt.clock(), enqueue=enqueue)  # type: ignore[arg-type]
         assert (report.claimed, report.batches) == (300, 6)
-        wait_for(lambda: _counts(pg_rt)[DeliveryStatus.SENT] == 300, timeout=60,
-                 what="300 sent deliveries", log=worker)
+        wait_for(
+            lambda: _counts(pg_rt)[DeliveryStatus.SENT] == 300,
+            timeout=60,
+            what="300 sent deliveries",
+            log=worker,
+        )
     finally:
         worker.stop()
     assert sink.violations == []
@@ -137,8 +138,11 @@ def test_sigkill_mid_batch_then_restart_sends_every_lesson_exactly_once(
     tick(pg_rt, pg_rt.clock(), enqueue=enqueue)  # type: ignore[arg-type]
     first = WorkerProcess(env, concurrency=2, log=tmp_path / "worker1.log").start()
     try:
-        wait_for(lambda: _counts(pg_rt)[DeliveryStatus.SENT] >= 300, timeout=60,
-                 what="the first 300 sends")
+        wait_for(
+            lambda: _counts(pg_rt)[DeliveryStatus.SENT] >= 300,
+            timeout=60,
+            what="the first 300 sends",
+        )
     finally:
         first.kill()  # SIGKILL, mid-batch: no chance to clean up
     at_kill = _counts(pg_rt)
@@ -154,8 +158,9 @@ def test_sigkill_mid_batch_then_restart_sends_every_lesson_exactly_once(
     second = WorkerProcess(env, concurrency=2, log=tmp_path / "worker2.log").start()
     try:
         wait_for(
-            lambda: _counts(pg_rt)[DeliveryStatus.QUEUED] + _counts(pg_rt)[DeliveryStatus.SENDING]
-            == 0,
+            lambda: (
+                _counts(pg_rt)[DeliveryStatus.QUEUED] + _counts(pg_rt)[DeliveryStatus.SENDING] == 0
+            ),
             timeout=120,
             what="every queued delivery to be sent",
         )

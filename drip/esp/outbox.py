@@ -2,8 +2,8 @@
 
 Layout of ``directory``: ``NNNNNN-<message-key-slug>-d<delivery id>.eml`` per recipient (a running
 counter that continues across restarts), ``manifest.jsonl`` with one JSON object per email (keys
-``to``, ``name``, ``message_key``, ``sequence``, ``subject``, ``delivery_id``, ``sent_at_utc``, ``time_zone``,
-``sent_at_local``, ``file``) and, on request, ``index.html`` (:func:`write_index`).
+``to``, ``name``, ``message_key``, ``sequence``, ``subject``, ``delivery_id``, ``sent_at_utc``,
+``time_zone``, ``sent_at_local``, ``file``) and, on request, ``index.html`` (:func:`write_index`).
 Safe for concurrent senders in one process; files are never overwritten, even by another process.
 """
 

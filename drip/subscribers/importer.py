@@ -1,0 +1,221 @@
+"""``drip subscribers import``: a whole CSV file in one transaction, or nothing.
+
+Rules: suppressed and erased addresses are never (re)activated; an address unsubscribed here
+stays unsubscribed whatever the file says; an unsubscribe or a bounce in the file is honoured.
+Rows that were not confirmed on the old platform are left out (we can't prove their consent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from drip.content import Sequence
+from drip.enrollments import enroll, stop_enrollments
+from drip.errors import InvalidInput
+from drip.models import Subscriber, SubscriberStatus
+from drip.runtime import Runtime
+from drip.subscribers import csvmap
+from drip.subscribers.csvmap import ImportRow, ParsedFile, RowIssue
+from drip.subscribers.preferences import unsubscribe
+from drip.subscribers.store import add_tags, record_consent
+from drip.suppress import email_hash, salt, suppress, suppressed_hashes
+
+log = logging.getLogger(__name__)
+CHUNK = 500
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unsubscribed: int = 0
+    suppressed: int = 0
+    invalid: list[RowIssue] = field(default_factory=list)
+    skipped: list[RowIssue] = field(default_factory=list)
+    written: bool = False
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    source: str  # recorded in the consent log, e.g. "import:kit-export.csv"
+    enroll_in: Sequence | None = None  # put new active subscribers into this sequence
+    fallback_tz: str = "UTC"
+
+
+def read_file(path: Path) -> ParsedFile:
+    """Parse ``path`` (UTF-8, with or without a BOM); :class:`InvalidInput` on ``file``."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            return csvmap.read_rows(handle)
+    except UnicodeDecodeError as err:
+        raise InvalidInput(
+            "file", f"is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
+
+
+def apply_rows(
+    session: Session,
+    rows: list[ImportRow],
+    now: datetime,
+    options: ImportOptions,
+    report: ImportReport,
+    progress: Progress | None = None,
+) -> None:
+    """Write ``rows`` in ``session`` (the caller commits or rolls back)."""
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        emails = [r.email for r in chunk]
+        existing = {
+            s.email: s
+            for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(emails)))
+        }
+        blocked = suppressed_hashes(session, emails)
+        for row in chunk:
+            if email_hash(session, row.email) in blocked:
+                report.skipped.append(RowIssue(row.line, "suppressed or erased address: left out"))
+            else:
+                _apply(session, row, existing.get(row.email), now, options, report)
+        session.flush()
+        if progress is not None:
+            progress(len(chunk))
+
+
+def _apply(
+    session: Session,
+    row: ImportRow,
+    subscriber: Subscriber | None,
+    now: datetime,
+    options: ImportOptions,
+    report: ImportReport,
+) -> None:
+    if row.status in (csvmap.BOUNCE, csvmap.COMPLAINT):
+        suppress(session, row.email, row.status, detail=options.source)
+        if subscriber is not None:
+            stop_enrollments(session, subscriber.id, "suppressed")
+        report.suppressed += 1
+        return
+    if subscriber is None:
+        subscriber = _create(session, row, now, options)
+        add_tags(session, subscriber, row.tags)
+        if row.status == csvmap.UNSUBSCRIBED:
+            report.unsubscribed += 1  # kept, so a later file can't make them active
+            return
+        report.created += 1
+    elif row.status == csvmap.UNSUBSCRIBED:
+        add_tags(session, subscriber, row.tags)
+        report.updated += 1
+        if unsubscribe(session, subscriber, row.unsubscribed_at or now, options.source):
+            report.unsubscribed += 1
+        return
+    elif subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+        report.skipped.append(RowIssue(row.line, "unsubscribed here: an import never resubscribes"))
+        return
+    else:
+        report.updated += 1
+        subscriber.first_name = subscriber.first_name or row.first_name
+        subscriber.time_zone = subscriber.time_zone or row.time_zone
+        add_tags(session, subscriber, row.tags)
+    if subscriber.status == SubscriberStatus.PENDING:
+        subscriber.status = SubscriberStatus.ACTIVE
+        subscriber.confirmed_at = row.confirmed_at or row.signed_up_at or now
+    if subscriber.status == SubscriberStatus.ACTIVE and options.enroll_in is not None:
+        enroll(session, subscriber, options.enroll_in, now, options.fallback_tz)
+
+
+def _create(session: Session, row: ImportRow, now: datetime, options: ImportOptions) -> Subscriber:
+    active = row.status == csvmap.ACTIVE
+    subscriber = Subscriber(
+        email=row.email,
+        first_name=row.first_name,
+        time_zone=row.time_zone,
+        status=SubscriberStatus.ACTIVE if active else SubscriberStatus.UNSUBSCRIBED,
+        source=options.source[:100],
+        created_at=row.signed_up_at or now,
+        confirmed_at=(row.confirmed_at or row.signed_up_at or now) if active else None,
+        unsubscribed_at=None if active else (row.unsubscribed_at or now),
+    )
+    session.add(subscriber)
+    session.flush()
+    opted_in = (row.confirmed_at or row.signed_up_at or now).isoformat()
+    record_consent(
+        session,
+        subscriber,
+        "import",
+        now,
+        source=options.source,
+        text=f"Imported by the list owner; opted in on the previous platform at {opted_in}.",
+    )
+    return subscriber
+
+
+def import_file(
+    rt: Runtime,
+    path: Path,
+    *,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    enroll_new: bool = False,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Read and import ``path`` (see :func:`import_parsed`)."""
+    parsed = read_file(path)
+    return import_parsed(
+        rt,
+        parsed,
+        source=f"import:{path.name}",
+        dry_run=dry_run,
+        skip_invalid=skip_invalid,
+        enroll_new=enroll_new,
+        progress=progress,
+    )
+
+
+def import_parsed(
+    rt: Runtime,
+    parsed: ParsedFile,
+    *,
+    source: str,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    enroll_new: bool = False,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import checked rows in one transaction. With bad rows nothing is written unless
+    ``skip_invalid``; ``dry_run`` runs everything and rolls back, so its report counts exactly
+    what a real run would do."""
+    report = ImportReport(rows=len(parsed.rows) + len(parsed.invalid) + len(parsed.skipped))
+    report.invalid = list(parsed.invalid)
+    report.skipped = list(parsed.skipped)
+    if report.invalid and not skip_invalid:
+        return report
+    with rt.transaction() as session:
+        salt(session)  # committed before the import's own transaction, which may roll back
+    options = ImportOptions(
+        source=source[:100],
+        enroll_in=rt.course() if enroll_new else None,
+        fallback_tz=rt.settings.default_timezone,
+    )
+    with rt.sessions() as session:
+        transaction = session.begin()
+        try:
+            apply_rows(session, parsed.rows, rt.clock(), options, report, progress)
+        except BaseException:
+            transaction.rollback()
+            raise
+        if dry_run:
+            transaction.rollback()
+        else:
+            transaction.commit()
+            report.written = True
+    report.skipped.sort(key=lambda issue: issue.line)
+    log.info("import from %s: %s", source, "written" if report.written else "not written")
+    return report

@@ -1,0 +1,241 @@
+"""Signup with double opt-in, confirmation resends, and the purge of stale pending signups.
+
+:func:`signup` is the whole contract of a form post or a JSON webhook call, inside one
+transaction. Whatever the state of the address, the caller answers the visitor the same way:
+a signup never reveals whether someone is subscribed.
+
+================  ==============================================================================
+address is        what happens
+================  ==============================================================================
+new               subscriber ``pending``, consent row, tags, a queued confirmation email
+pending           name/zone updated if given, tags added, consent row, a new confirmation email
+                  (at most one every ``DRIP_CONFIRM_RESEND_MINUTES``, five a day)
+unsubscribed      back to ``pending`` with a confirmation email: only the click reactivates
+active            tags added and the consent row kept; no email, nothing else changes
+suppressed/erased nothing stored, nothing sent
+================  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Result, and_, delete, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from drip.dispatch import send_deliveries
+from drip.models import Consent, Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from drip.runtime import Runtime
+from drip.subscribers.store import add_tags, find_by_email, record_consent
+from drip.subscribers.validation import SignupData
+from drip.suppress import is_suppressed
+
+log = logging.getLogger(__name__)
+
+MAX_CONFIRMATIONS_PER_DAY = 5
+
+
+@dataclass(frozen=True)
+class SignupOutcome:
+    """What :func:`signup` did. For logs and tests only: never shown to the visitor."""
+
+    state: str  # new, pending, resubscribing, active, suppressed
+    subscriber_id: int | None = None
+    delivery_id: int | None = None  # a confirmation email to send now
+
+
+def signup(
+    session: Session, data: SignupData, *, now: datetime, channel: str, resend_every: timedelta
+) -> SignupOutcome:
+    """Store a validated signup (see the module's table). ``channel``: form, api, ..."""
+    if is_suppressed(session, data.email):
+        return SignupOutcome("suppressed")
+    subscriber = find_by_email(session, data.email)
+    state = "new" if subscriber is None else str(subscriber.status)
+    if subscriber is None:
+        subscriber = _create(session, data, now, channel)
+        if subscriber is None:  # a concurrent signup of the same address won the insert
+            subscriber = find_by_email(session, data.email)
+            assert subscriber is not None
+            state = str(subscriber.status)
+    if subscriber.status == SubscriberStatus.ERASED:
+        return SignupOutcome("suppressed")
+    source = f"{channel}:{data.source}" if data.source else channel
+    record_consent(
+        session,
+        subscriber,
+        "signup",
+        now,
+        source=source,
+        ip=data.ip,
+        user_agent=data.user_agent,
+        text=data.consent_text,
+    )
+    add_tags(session, subscriber, data.tags)
+    if subscriber.status == SubscriberStatus.ACTIVE:
+        subscriber.first_name = subscriber.first_name or data.first_name
+        subscriber.time_zone = subscriber.time_zone or data.time_zone
+        return SignupOutcome("active", subscriber.id)
+    if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+        state = "resubscribing"
+        subscriber.status = SubscriberStatus.PENDING
+        subscriber.course_emails = subscriber.newsletter = True
+    subscriber.first_name = data.first_name or subscriber.first_name
+    subscriber.time_zone = data.time_zone or subscriber.time_zone
+    session.flush()
+    delivery_id = queue_confirmation(session, subscriber.id, now, resend_every)
+    return SignupOutcome(state, subscriber.id, delivery_id)
+
+
+def _create(session: Session, data: SignupData, now: datetime, channel: str) -> Subscriber | None:
+    subscriber = Subscriber(
+        email=data.email,
+        first_name=data.first_name,
+        time_zone=data.time_zone,
+        status=SubscriberStatus.PENDING,
+        source=(data.source or channel)[:100],
+        created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(subscriber)
+            session.flush()
+    except IntegrityError:
+        return None
+    return subscriber
+
+
+def queue_confirmation(
+    session: Session, subscriber_id: int, now: datetime, resend_every: timedelta
+) -> int | None:
+    """Write a queued confirmation delivery unless one went out too recently; its id or None."""
+    recent = list(
+        session.scalars(
+            select(Delivery.created_at).where(
+                Delivery.subscriber_id == subscriber_id,
+                Delivery.kind == "confirm",
+                Delivery.created_at > now - timedelta(days=1),
+            )
+        )
+    )
+    if len(recent) >= MAX_CONFIRMATIONS_PER_DAY:
+        return None
+    if recent and max(recent) > now - resend_every:
+        return None
+    count = session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.subscriber_id == subscriber_id, Delivery.kind == "confirm")
+    )
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        insert(Delivery)
+        .values(
+            subscriber_id=subscriber_id,
+            message_key=f"confirm/{(count or 0) + 1}",
+            kind="confirm",
+            status=DeliveryStatus.QUEUED,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "message_key"])
+        .returning(Delivery.id)
+    )
+    return session.scalar(stmt)
+
+
+def send_now(rt: Runtime, delivery_id: int | None) -> None:
+    """Send a confirmation inline. A failure is logged, not raised: the row stays ``queued`` and
+    the tick's reaper re-enqueues it, so the visitor still gets the thank-you page."""
+    if delivery_id is None:
+        return
+    try:
+        send_deliveries(rt, [delivery_id], rt.clock())
+    except Exception:
+        log.exception("confirmation %s not sent now; the tick will retry it", delivery_id)
+
+
+def signup_and_confirm(rt: Runtime, data: SignupData, channel: str) -> SignupOutcome:
+    """:func:`signup` in its own transaction, then the confirmation email sent at once."""
+    with rt.transaction() as session:
+        outcome = signup(
+            session,
+            data,
+            now=rt.clock(),
+            channel=channel,
+            resend_every=timedelta(minutes=rt.settings.confirm_resend_minutes),
+        )
+    log.info("signup via %s: %s", channel, outcome.state)
+    send_now(rt, outcome.delivery_id)
+    return outcome
+
+
+def resend_confirmation(rt: Runtime, email: str) -> bool:
+    """A new confirmation link for a pending address (from the expired-link page); True if sent.
+
+    Nothing happens for any other state; the caller answers the same either way.
+    """
+    with rt.transaction() as session:
+        subscriber = find_by_email(session, email)
+        if (
+            subscriber is None
+            or subscriber.status != SubscriberStatus.PENDING
+            or is_suppressed(session, email)
+        ):
+            return False
+        delivery_id = queue_confirmation(
+            session,
+            subscriber.id,
+            rt.clock(),
+            timedelta(minutes=rt.settings.confirm_resend_minutes),
+        )
+    send_now(rt, delivery_id)
+    return delivery_id is not None
+
+
+def purge_pending(session: Session, now: datetime, days: int) -> int:
+    """Delete signups still pending ``days`` after their last signup; returns how many.
+
+    A never-confirmed signup goes entirely (its consent rows and confirmation deliveries with it).
+    Someone who was subscribed before and signed up again without confirming keeps their history
+    and goes back to ``unsubscribed``.
+    """
+    cutoff = now - timedelta(days=days)
+    recent_signup = exists().where(
+        Consent.subscriber_id == Subscriber.id,
+        Consent.action == "signup",
+        Consent.created_at >= cutoff,
+    )
+    stale = and_(
+        Subscriber.status == SubscriberStatus.PENDING,
+        Subscriber.created_at < cutoff,
+        ~recent_signup,
+    )
+    reverted = _rowcount(
+        session.execute(
+            update(Subscriber)
+            .where(stale, Subscriber.confirmed_at.is_not(None))
+            .values(status=SubscriberStatus.UNSUBSCRIBED)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    deleted = _rowcount(
+        session.execute(
+            delete(Subscriber)
+            .where(stale, Subscriber.confirmed_at.is_(None))
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if reverted:
+        log.info("purge: %d re-signups never confirmed, back to unsubscribed", reverted)
+    return deleted
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast("CursorResult[Any]", result).rowcount or 0)

@@ -1,0 +1,107 @@
+"""Small shared pieces: finding subscribers, tags, consent rows, resuming enrollments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from drip.content import Sequence
+from drip.enrollments import due_after_send
+from drip.models import Consent, Enrollment, EnrollmentStatus, Subscriber, Tag
+from drip.subscribers.validation import SOURCE_MAX, USER_AGENT_MAX, clip
+
+# Enrollments stopped for these reasons start again when the subscriber comes back.
+RESUMABLE = ("unsubscribed", "preferences")
+
+
+def find_by_email(session: Session, email: str) -> Subscriber | None:
+    """The subscriber with this (already normalized) address, if any."""
+    return session.scalar(select(Subscriber).where(Subscriber.email == email))
+
+
+def ensure_tags(session: Session, names: Iterable[str]) -> list[Tag]:
+    """The :class:`Tag` rows for ``names``, created if missing (safe under concurrent signups)."""
+    wanted = list(dict.fromkeys(n for n in names if n))
+    if not wanted:
+        return []
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(Tag).values([{"name": n} for n in wanted])
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+    found = {t.name: t for t in session.scalars(select(Tag).where(Tag.name.in_(wanted)))}
+    return [found[n] for n in wanted]
+
+
+def add_tags(session: Session, subscriber: Subscriber, names: Iterable[str]) -> None:
+    have = {t.name for t in subscriber.tags}
+    for tag in ensure_tags(session, [n for n in names if n not in have]):
+        subscriber.tags.append(tag)
+
+
+def remove_tags(subscriber: Subscriber, names: Iterable[str]) -> None:
+    drop = set(names)
+    subscriber.tags = [t for t in subscriber.tags if t.name not in drop]
+
+
+def set_tags(session: Session, subscriber: Subscriber, names: Iterable[str]) -> None:
+    subscriber.tags = ensure_tags(session, names)
+
+
+def record_consent(
+    session: Session,
+    subscriber: Subscriber,
+    action: str,
+    now: datetime,
+    *,
+    source: str = "",
+    ip: str | None = None,
+    user_agent: str | None = None,
+    text: str = "",
+) -> Consent:
+    """One row of the consent log: what happened, when, where, from which IP and browser."""
+    consent = Consent(
+        subscriber_id=subscriber.id,
+        action=action,
+        created_at=now,
+        source=source[:SOURCE_MAX],
+        ip=ip,
+        user_agent=clip(user_agent, USER_AGENT_MAX),
+        text=text,
+    )
+    session.add(consent)
+    return consent
+
+
+def resume_enrollments(
+    session: Session,
+    subscriber: Subscriber,
+    library: dict[str, Sequence],
+    now: datetime,
+    fallback_tz: str,
+) -> int:
+    """Restart enrollments stopped by an unsubscribe or a preference; returns how many.
+
+    The next lesson is due at the next send hour (never in a burst right away).
+    """
+    rows = session.scalars(
+        select(Enrollment).where(
+            Enrollment.subscriber_id == subscriber.id,
+            Enrollment.status == EnrollmentStatus.STOPPED,
+            Enrollment.stop_reason.in_(RESUMABLE),
+        )
+    )
+    resumed = 0
+    for enrollment in rows:
+        sequence = library.get(enrollment.sequence)
+        if sequence is None or enrollment.position >= sequence.length:
+            continue
+        enrollment.status = EnrollmentStatus.ACTIVE
+        enrollment.stop_reason = None
+        enrollment.next_send_at = due_after_send(
+            sequence, enrollment.position + 1, now, subscriber.time_zone, fallback_tz
+        )
+        resumed += 1
+    return resumed

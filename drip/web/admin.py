@@ -1,0 +1,126 @@
+"""The admin API (``/api/v1/admin``): bearer tokens from ``DRIP_ADMIN_TOKENS``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from drip.errors import InvalidInput
+from drip.models import Subscriber
+from drip.runtime import Runtime
+from drip.subscribers.gdpr import erase_subscriber, export_subscriber, subscriber_summary
+from drip.subscribers.preferences import unsubscribe
+from drip.subscribers.queries import PAGE_MAX, list_subscribers
+from drip.subscribers.store import add_tags, remove_tags, set_tags
+from drip.subscribers.validation import clean_tags
+from drip.web.api import ERRORS
+from drip.web.auth import require_admin
+from drip.web.errors import ApiError
+
+router = APIRouter(
+    prefix="/api/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses={k: v for k, v in ERRORS.items() if k in (401, 422)},
+)
+Status = Literal["pending", "active", "unsubscribed", "erased"]
+
+
+class TagsReplace(BaseModel):
+    tags: list[str] = Field(description="The complete new set of tags.")
+
+
+class TagsChange(BaseModel):
+    add: list[str] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+
+
+def _rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+def _get(session: Session, subscriber_id: int) -> Subscriber:
+    sub = session.get(Subscriber, subscriber_id)
+    if sub is None:
+        raise ApiError(404, "subscriber_id", "no such subscriber")
+    return sub
+
+
+def _tags(value: list[str], field: str) -> tuple[str, ...]:
+    try:
+        return clean_tags(value, field)
+    except InvalidInput as err:
+        raise ApiError(422, err.field, err.message) from None
+
+
+@router.get("/subscribers", summary="List subscribers (keyset pagination by id)")
+def list_(
+    request: Request,
+    status: Status | None = None,
+    tag: str | None = Query(None, max_length=64),
+    q: str | None = Query(None, max_length=320, description="Part of the address or name."),
+    after: int = Query(0, ge=0, description="The `next_after` of the previous page."),
+    limit: int = Query(50, ge=1, le=PAGE_MAX),
+) -> dict[str, Any]:
+    with _rt(request).sessions() as session:
+        result = list_subscribers(session, status=status, tag=tag, q=q, after=after, limit=limit)
+        return {
+            "items": [subscriber_summary(s) for s in result.items],
+            "next_after": result.next_after,
+        }
+
+
+@router.get("/subscribers/{subscriber_id}", summary="One subscriber")
+def get(request: Request, subscriber_id: int) -> dict[str, Any]:
+    with _rt(request).sessions() as session:
+        return subscriber_summary(_get(session, subscriber_id))
+
+
+@router.put("/subscribers/{subscriber_id}/tags", summary="Replace the tags")
+def replace_tags(request: Request, subscriber_id: int, body: TagsReplace) -> dict[str, Any]:
+    tags = _tags(body.tags, "tags")
+    with _rt(request).transaction() as session:
+        sub = _get(session, subscriber_id)
+        set_tags(session, sub, tags)
+        session.flush()
+        return subscriber_summary(sub)
+
+
+@router.patch("/subscribers/{subscriber_id}/tags", summary="Add and remove tags")
+def change_tags(request: Request, subscriber_id: int, body: TagsChange) -> dict[str, Any]:
+    add, remove = _tags(body.add, "add"), _tags(body.remove, "remove")
+    with _rt(request).transaction() as session:
+        sub = _get(session, subscriber_id)
+        remove_tags(sub, remove)
+        add_tags(session, sub, add)
+        session.flush()
+        return subscriber_summary(sub)
+
+
+@router.post("/subscribers/{subscriber_id}/unsubscribe", summary="Unsubscribe from everything")
+def unsubscribe_(request: Request, subscriber_id: int) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.transaction() as session:
+        sub = _get(session, subscriber_id)
+        unsubscribe(session, sub, rt.clock(), "admin")
+        session.flush()
+        return subscriber_summary(sub)
+
+
+@router.get("/subscribers/{subscriber_id}/export", summary="Everything stored (GDPR)")
+def export(request: Request, subscriber_id: int) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.sessions() as session:
+        return export_subscriber(session, _get(session, subscriber_id), rt.clock())
+
+
+@router.post("/subscribers/{subscriber_id}/erase", summary="Erase personal data (GDPR)")
+def erase(request: Request, subscriber_id: int) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.transaction() as session:
+        erased = erase_subscriber(session, _get(session, subscriber_id), rt.clock())
+    return {"id": subscriber_id, "erased": erased}

@@ -1,0 +1,249 @@
+"""The broadcasts admin API (``/api/v1/admin/broadcasts``), bearer ``DRIP_ADMIN_TOKENS``.
+
+Errors are the API's usual ``{"error": {"field", "message"}}``: 422 for bad input (an unknown
+tag, a time in the past, an empty audience, a body with an unknown variable...), 404 for an
+unknown broadcast, 409 for a change the status machine refuses, 502 when a test send fails at
+the email backend. Every change is recorded with its actor: ``api:<first 8 hex of the token's
+SHA-256>``, plus the ``X-Drip-Actor`` header when the client sends one (e.g. the person's name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from drip.broadcasts import compose, control, preview, zones
+from drip.broadcasts.results import detail, summary
+from drip.broadcasts.segments import audience_count, context_of, parse_segment
+from drip.broadcasts.status import BroadcastNotFound, BroadcastStatus, IllegalTransition
+from drip.broadcasts.status import get_broadcast as load
+from drip.errors import BackendError
+from drip.models import Broadcast
+from drip.runtime import Runtime
+from drip.web.api import ERRORS
+from drip.web.auth import bearer_token, require_admin
+from drip.web.errors import ApiError
+
+router = APIRouter(
+    prefix="/api/v1/admin/broadcasts",
+    tags=["broadcasts"],
+    dependencies=[Depends(require_admin)],
+    responses={k: v for k, v in ERRORS.items() if k in (401, 422)},
+)
+_ACTOR_NOTE = re.compile(r"[^\w@.+ -]")
+
+
+class BroadcastIn(BaseModel):
+    subject: str = Field(max_length=200)
+    body_md: str = Field(description="Markdown; {{ first_name }} and the other lesson variables.")
+    preheader: str = Field("", max_length=200)
+    segment: dict[str, Any] | None = Field(None, description="See docs/broadcasts.md.")
+    quiet_hours: int | None = Field(None, description="Default: DRIP_BROADCAST_QUIET_HOURS.")
+
+
+class BroadcastChange(BaseModel):
+    subject: str | None = Field(None, max_length=200)
+    body_md: str | None = None
+    preheader: str | None = Field(None, max_length=200)
+    segment: dict[str, Any] | None = None
+    quiet_hours: int | None = None
+
+
+class SegmentIn(BaseModel):
+    segment: dict[str, Any] | None = None
+
+
+class PreviewIn(BaseModel):
+    subscriber_id: int | None = Field(None, description="Default: the segment's first subscriber.")
+
+
+class TestIn(BaseModel):
+    to: list[str] = Field(min_length=1, max_length=preview.MAX_TEST_ADDRESSES)
+
+
+class ScheduleIn(BaseModel):
+    at: str = Field(description="ISO 8601. Absolute: with an offset (none = UTC). Local: none.")
+    local_time: bool = False
+    past_zones: Literal["now", "tomorrow"] = "now"
+
+
+def _rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+def actor(request: Request) -> str:
+    token = bearer_token(request) or ""
+    who = "api:" + hashlib.sha256(token.encode()).hexdigest()[:8]
+    note = _ACTOR_NOTE.sub("", request.headers.get("x-drip-actor", ""))[:60].strip()
+    return f"{who} ({note})" if note else who
+
+
+def _get(session: Any, broadcast_id: int, *, lock: bool = False) -> Broadcast:
+    try:
+        return load(session, broadcast_id, lock=lock)
+    except BroadcastNotFound:
+        raise ApiError(404, "broadcast_id", f"no broadcast {broadcast_id}") from None
+
+
+def _conflict(err: IllegalTransition) -> ApiError:
+    return ApiError(409, "status", str(err))
+
+
+@router.get("", summary="List broadcasts, newest first")
+def list_(
+    request: Request,
+    status: BroadcastStatus | None = None,
+    limit: int = Query(50, ge=1, le=200),
+) -> dict[str, Any]:
+    with _rt(request).sessions() as session:
+        stmt = select(Broadcast).order_by(Broadcast.id.desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(Broadcast.status == status)
+        return {"items": [summary(b) for b in session.scalars(stmt)]}
+
+
+@router.post("", status_code=201, summary="Create a draft")
+def create(request: Request, body: BroadcastIn) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.transaction() as session:
+        b = compose.create_broadcast(
+            session, rt, **body.model_dump(), actor=actor(request), now=rt.clock()
+        )
+        return detail(session, b)
+
+
+@router.post("/audience", summary="How many subscribers a segment holds now")
+def audience(request: Request, body: SegmentIn) -> dict[str, Any]:
+    rt = _rt(request)
+    segment = parse_segment(body.segment)
+    with rt.sessions() as session:
+        count = audience_count(session, segment, context_of(rt), rt.clock())
+    return {"segment": segment.to_json(), "description": segment.describe(), "count": count}
+
+
+@router.get("/{broadcast_id}", summary="One broadcast: progress, zone groups, results, history")
+def show(request: Request, broadcast_id: int) -> dict[str, Any]:
+    with _rt(request).sessions() as session:
+        return detail(session, _get(session, broadcast_id))
+
+
+@router.patch("/{broadcast_id}", summary="Change a draft or scheduled broadcast")
+def update(request: Request, broadcast_id: int, body: BroadcastChange) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.transaction() as session:
+        _get(session, broadcast_id)
+        try:
+            b = compose.update_broadcast(
+                session,
+                rt,
+                broadcast_id,
+                changes=body.model_dump(exclude_unset=True),
+                actor=actor(request),
+                now=rt.clock(),
+            )
+        except IllegalTransition as err:
+            raise _conflict(err) from None
+        return detail(session, b)
+
+
+@router.get("/{broadcast_id}/audience", summary="How many subscribers its segment holds now")
+def broadcast_audience(request: Request, broadcast_id: int) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.sessions() as session:
+        segment = parse_segment(_get(session, broadcast_id).segment)
+        count = audience_count(session, segment, context_of(rt), rt.clock())
+    return {"segment": segment.to_json(), "description": segment.describe(), "count": count}
+
+
+@router.post("/{broadcast_id}/preview", summary="HTML and text as one subscriber would get it")
+def preview_(request: Request, broadcast_id: int, body: PreviewIn) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.sessions() as session:
+        shown = preview.preview(rt, session, _get(session, broadcast_id), body.subscriber_id)
+    return {
+        "to": shown.to,
+        "subscriber_id": shown.subscriber_id,
+        "subject": shown.subject,
+        "html": shown.html,
+        "text": shown.text,
+    }
+
+
+@router.post("/{broadcast_id}/test", summary="Send a [TEST] copy to a few addresses")
+def test(request: Request, broadcast_id: int, body: TestIn) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.transaction() as session:
+        b = _get(session, broadcast_id)
+        try:
+            results = preview.send_test(rt, session, b, body.to)
+        except BackendError as err:
+            raise ApiError(502, "to", f"the email backend refused the test: {err}") from None
+        preview.record_test(session, b, results, actor=actor(request), now=rt.clock())
+    return {
+        "sent": [r.ok for r in results].count(True),
+        "results": [{"ok": r.ok, "error": r.error} for r in results],
+    }
+
+
+@router.post("/{broadcast_id}/schedule", summary="Schedule at a time, or a local time per zone")
+def schedule(request: Request, broadcast_id: int, body: ScheduleIn) -> dict[str, Any]:
+    rt = _rt(request)
+    with rt.transaction() as session:
+        _get(session, broadcast_id)
+        try:
+            b = zones.schedule(
+                session,
+                rt,
+                broadcast_id,
+                at=body.at,
+                local_time=body.local_time,
+                past_zones=body.past_zones,
+                actor=actor(request),
+                now=rt.clock(),
+            )
+        except IllegalTransition as err:
+            raise _conflict(err) from None
+        return detail(session, b)
+
+
+def _action(request: Request, broadcast_id: int, name: str) -> dict[str, Any]:
+    rt = _rt(request)
+    act = {
+        "unschedule": zones.unschedule,
+        "pause": control.pause,
+        "resume": control.resume,
+        "cancel": control.cancel,
+    }[name]
+    with rt.transaction() as session:
+        _get(session, broadcast_id)
+        try:
+            b = act(session, broadcast_id, actor=actor(request), now=rt.clock())
+        except IllegalTransition as err:
+            raise _conflict(err) from None
+        return detail(session, b)
+
+
+@router.post("/{broadcast_id}/unschedule", summary="Back to draft")
+def unschedule(request: Request, broadcast_id: int) -> dict[str, Any]:
+    return _action(request, broadcast_id, "unschedule")
+
+
+@router.post("/{broadcast_id}/pause", summary="Stop sending now (queued emails are held)")
+def pause(request: Request, broadcast_id: int) -> dict[str, Any]:
+    return _action(request, broadcast_id, "pause")
+
+
+@router.post("/{broadcast_id}/resume", summary="Carry on where it stopped (within a minute)")
+def resume(request: Request, broadcast_id: int) -> dict[str, Any]:
+    return _action(request, broadcast_id, "resume")
+
+
+@router.post("/{broadcast_id}/cancel", summary="Stop for good; unsent emails are dropped")
+def cancel(request: Request, broadcast_id: int) -> dict[str, Any]:
+    return _action(request, broadcast_id, "cancel")

@@ -1,0 +1,209 @@
+"""Public pages: the signup form and its post, confirmation, unsubscribe and preferences.
+
+These paths are pasted into other people's websites and into every email: keep them stable.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from drip.errors import InvalidInput
+from drip.models import SubscriberStatus
+from drip.runtime import Runtime
+from drip.subscribers.confirm import ConfirmState, confirm
+from drip.subscribers.preferences import (
+    Resubscribe,
+    after_resubscribe,
+    resubscribe,
+    subscriber_from_token,
+    unsubscribe,
+    update_preferences,
+)
+from drip.subscribers.signup import resend_confirmation, signup_and_confirm
+from drip.subscribers.validation import clean_signup, normalize_address
+from drip.web.forms import NotAForm, client_ip, not_a_form, rate_limited, read_form, user_agent
+from drip.web.templating import page
+
+log = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+HONEYPOT = "website"
+TOKEN_MAX = 512
+
+
+def _rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+def mask(email: str | None) -> str:
+    """``a•••@example.com``: enough to recognise one's address, not to read it off a screen."""
+    if not email:
+        return ""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+@router.get("/")
+@router.get("/signup")
+def signup_form(request: Request) -> Response:
+    return page(request, "signup.html", {"values": {}})
+
+
+@router.post("/subscribe")
+async def subscribe(request: Request) -> Response:
+    rt = _rt(request)
+    try:
+        fields = await read_form(request)
+    except NotAForm:
+        return not_a_form(request)
+    limited = await rate_limited(request, "signup", rt.settings.signup_rate_limit)
+    if limited is not None:
+        return limited
+    thanks = rt.settings.thank_you_url or str(request.url_for("thanks"))
+    if fields.get(HONEYPOT, "").strip():
+        log.info("honeypot filled: signup ignored")
+        return RedirectResponse(thanks, status_code=303)
+    try:
+        data = clean_signup(
+            email=fields.get("email"),
+            first_name=fields.get("first_name"),
+            timezone=fields.get("timezone"),
+            tags=fields.get("tags"),
+            source=fields.get("source"),
+            ip=client_ip(request),
+            user_agent=user_agent(request),
+            consent_text=rt.settings.consent_text,
+        )
+    except InvalidInput as err:
+        values = {k: v for k, v in fields.items() if k != HONEYPOT}
+        return page(request, "signup.html", {"error": err, "values": values}, status=400)
+    await run_in_threadpool(signup_and_confirm, rt, data, "form")
+    return RedirectResponse(thanks, status_code=303)
+
+
+@router.get("/thanks", name="thanks")
+def thanks(request: Request) -> Response:
+    return page(request, "thanks.html")
+
+
+@router.get("/confirm/{token}")
+def confirm_link(request: Request, token: str) -> Response:
+    rt = _rt(request)
+    if len(token) > TOKEN_MAX:
+        return page(request, "confirm_failed.html", {"reason": "invalid"}, status=400)
+    outcome = confirm(rt, token, ip=client_ip(request), user_agent=user_agent(request))
+    if outcome.state == ConfirmState.CONFIRMED:
+        return page(request, "confirmed.html", {"first_name": outcome.first_name})
+    if outcome.state == ConfirmState.ALREADY:
+        return page(request, "already_confirmed.html", {"first_name": outcome.first_name})
+    status = 410 if outcome.state == ConfirmState.EXPIRED else 400
+    return page(request, "confirm_failed.html", {"reason": outcome.state}, status=status)
+
+
+@router.post("/confirm/resend")
+async def confirm_resend(request: Request) -> Response:
+    rt = _rt(request)
+    try:
+        fields = await read_form(request)
+    except NotAForm:
+        return not_a_form(request)
+    limited = await rate_limited(request, "signup", rt.settings.signup_rate_limit)
+    if limited is not None:
+        return limited
+    try:
+        email = normalize_address(fields.get("email"))
+    except InvalidInput as err:
+        context = {"reason": "resend", "error": err, "email": fields.get("email", "")}
+        return page(request, "confirm_failed.html", context, status=400)
+    await run_in_threadpool(resend_confirmation, rt, email)
+    return page(request, "resend_sent.html")
+
+
+def _bad_link(request: Request) -> Response:
+    return page(request, "link_invalid.html", status=400)
+
+
+@router.get("/unsubscribe/{token}")
+def unsubscribe_page(request: Request, token: str) -> Response:
+    """Shows choices; never changes anything (link scanners fetch URLs with GET)."""
+    rt = _rt(request)
+    with rt.sessions() as session:
+        sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+        if sub is None:
+            return _bad_link(request)
+        context = {
+            "token": token,
+            "email": mask(sub.email),
+            "status": sub.status,
+            "course_emails": sub.course_emails,
+            "newsletter": sub.newsletter,
+        }
+    if sub.status == SubscriberStatus.ERASED:
+        return page(request, "unsubscribed.html", {"token": token, "erased": True})
+    if sub.status == SubscriberStatus.UNSUBSCRIBED:
+        return page(request, "unsubscribed.html", {"token": token, "erased": False})
+    return page(request, "unsubscribe.html", context)
+
+
+@router.post("/unsubscribe/{token}")
+def unsubscribe_now(request: Request, token: str) -> Response:
+    """RFC 8058 one-click (body ``List-Unsubscribe=One-Click``) and the page's button: 200, no
+    redirect, no cookie. Any POST to a genuine link unsubscribes: only people and mail
+    providers POST, link scanners don't."""
+    rt = _rt(request)
+    with rt.transaction() as session:
+        sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+        if sub is None:
+            return _bad_link(request)
+        erased = sub.status == SubscriberStatus.ERASED
+        unsubscribe(session, sub, rt.clock(), "unsubscribe-link")
+    return page(request, "unsubscribed.html", {"token": token, "erased": erased})
+
+
+@router.post("/unsubscribe/{token}/preferences")
+async def save_preferences(request: Request, token: str) -> Response:
+    rt = _rt(request)
+    try:
+        fields = await read_form(request)
+    except NotAForm:
+        return not_a_form(request)
+    course = fields.get("course_emails") == "on"
+    news = fields.get("newsletter") == "on"
+
+    def store() -> tuple[bool, bool] | None:
+        with rt.transaction() as session:
+            sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+            if sub is None:
+                return None
+            erased = sub.status == SubscriberStatus.ERASED
+            out = update_preferences(rt, session, sub, course_emails=course, newsletter=news)
+            return out, erased
+
+    result = await run_in_threadpool(store)
+    if result is None:
+        return _bad_link(request)
+    unsubscribed, erased = result
+    if unsubscribed or erased:
+        return page(request, "unsubscribed.html", {"token": token, "erased": erased})
+    context = {"token": token, "course_emails": course, "newsletter": news}
+    return page(request, "preferences_saved.html", context)
+
+
+@router.post("/unsubscribe/{token}/resubscribe")
+def resubscribe_now(request: Request, token: str) -> Response:
+    rt = _rt(request)
+    with rt.transaction() as session:
+        sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+        if sub is None:
+            return _bad_link(request)
+        outcome = resubscribe(
+            rt, session, sub, ip=client_ip(request), user_agent=user_agent(request)
+        )
+    after_resubscribe(rt, outcome)
+    if outcome.state == Resubscribe.REFUSED:
+        return page(request, "unsubscribed.html", {"token": token, "erased": True})
+    return page(request, "resubscribed.html", {"token": token, "state": outcome.state})
