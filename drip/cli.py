@@ -266,5 +266,17 @@ def _relative(path: Path) -> Path:
         return path
 
 
+from drip.cli_admin import admin  # noqa: E402
+from drip.cli_broadcast import broadcast  # noqa: E402
+from drip.cli_stats import stats, tracking  # noqa: E402
+from drip.cli_subscribers import serve, subscribers  # noqa: E402 - registered last, on purpose
+
+main.add_command(serve)
+main.add_command(subscribers)
+main.add_command(stats)  # issue 5
+main.add_command(tracking)  # issue 5
+main.add_command(broadcast)  # issue 6
+main.add_command(admin)  # issue 7
+
 if __name__ == "__main__":
     main()

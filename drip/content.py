@@ -40,6 +40,7 @@ __all__ = [
     "TEMPLATE_VARIABLES",
     "Lesson",
     "Sequence",
+    "check_body",
     "check_library",
     "check_sequence",
     "load_library",
@@ -617,6 +618,29 @@ def _check_markdown(draft: _LessonDraft, rendered: str) -> None:
             href = str(token.attrGet("href") or "")
             if not _check_https(href):
                 draft.add(at, f"link {href!r} must be an absolute https URL")
+
+
+def check_body(
+    source: str,
+    *,
+    runners_lab_url: str = DEFAULT_RUNNERS_LAB_URL,
+    origin: str = "body",
+    markdown: bool = True,
+) -> list[Problem]:
+    """Check a text written outside a lesson file (a broadcast's body; with ``markdown=False``
+    a subject) by the lesson rules: only :data:`TEMPLATE_VARIABLES`, no statement tags, and for
+    Markdown no raw HTML, no images and only https links.
+
+    Never raises for bad content; each problem reads ``origin:line: message``, ``line`` 1-based
+    within ``source``.
+    """
+    draft = _LessonDraft(path=Path(origin))
+    rendered, found = _check_template(source, runners_lab_url)
+    for line, message in found:
+        draft.add(line, message)
+    if markdown and rendered is not None:
+        _check_markdown(draft, rendered)
+    return draft.problems
 
 
 def _check_lesson(path: Path, runners_lab_url: str) -> _LessonDraft:

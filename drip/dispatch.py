@@ -27,7 +27,9 @@ from sqlalchemy import Row, select, text, update
 from sqlalchemy.orm import Session
 
 from drip import engine_state
+from drip.broadcasts.message import broadcast_message
 from drip.db import one_of
+from drip.engagement import count_sent
 from drip.enrollments import stop_enrollments
 from drip.errors import PermanentBackendError, TransientBackendError
 from drip.esp.base import Message, Recipient, SendResult
@@ -36,6 +38,8 @@ from drip.render import RecipientData, recipient_substitutions, unsubscribe_head
 from drip.runtime import Runtime
 from drip.suppress import hash_with, listed_hashes, salt
 from drip.tokens import expiring_token
+from drip.tracking.links import with_tracking
+from drip.tracking.tokens import signer_for
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,9 @@ def send_deliveries(rt: Runtime, ids: Sequence[int], now: datetime) -> SendRepor
             ]
             _record(rt, failures, {row.id: row.attempts for row, _ in items}, report, now)
             continue
+        if message.links or message.open_tracking:  # signed open/click URLs per recipient
+            signer = signer_for(rt.secret, rt.settings.public_url)
+            items = [(row, with_tracking(signer, message, r)) for row, r in items]
         size = rt.backend.max_batch
         for start in range(0, len(items), size):
             _send_batch(rt, message, items[start : start + size], report, now)
@@ -207,6 +214,8 @@ def _recipient(rt: Runtime, row: Row[Any], sub: Row[Any], now: datetime) -> Reci
 def _message_for(rt: Runtime, key: str, kind: str) -> Message:
     if kind == "confirm":
         return rt.renderer.confirmation()
+    if kind == "broadcast":  # "broadcast/<id>": compiled once per version (drip.broadcasts)
+        return broadcast_message(rt, int(key.rpartition("/")[2]))
     slug, _, position = key.rpartition("/")
     sequence = rt.library[slug]
     lesson = sequence.lesson_at(int(position))
@@ -234,7 +243,8 @@ def _send_batch(
     except PermanentBackendError as err:
         results = [SendResult(r.delivery_id, False, error=str(err)) for r in recipients]
     attempts = {row.id: row.attempts for row, _ in items}
-    _record(rt, results, attempts, report, now)
+    keys = {row.id: row.message_key for row, _ in items}
+    _record(rt, results, attempts, report, now, message_keys=keys)
 
 
 _RECORD_PG = text(
@@ -259,6 +269,7 @@ def _record(
     attempts: dict[int, int],
     report: SendReport,
     now: datetime,
+    message_keys: dict[int, str] | None = None,
 ) -> None:
     """Store each result: sent, failed, or queued again for a retry while attempts remain."""
     limit = rt.settings.max_send_retries + 1
@@ -293,6 +304,8 @@ def _record(
         else:
             extra = {"backend": rt.backend.name, "updated_at": now}
             session.execute(update(Delivery), [{**ch, **extra} for ch in changes])
+        if message_keys:  # the stats' "sent" counters (drip.engagement)
+            count_sent(session, [message_keys[r.delivery_id] for r in results if r.ok])
         reason = engine_state.record_outcome(
             session,
             succeeded=ok,

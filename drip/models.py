@@ -115,13 +115,32 @@ class Subscriber(Base):
     course_emails: Mapped[bool] = mapped_column(Boolean, default=True)
     newsletter: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    confirmed_at: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime | None] = mapped_column(index=True)  # dashboard growth chart
     unsubscribed_at: Mapped[datetime | None]
     converted_at: Mapped[datetime | None]
 
     tags: Mapped[list[Tag]] = relationship(secondary="subscriber_tags", lazy="selectin")
     consents: Mapped[list[Consent]] = relationship(back_populates="subscriber")
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
+
+    # The dashboard's search is a substring of the address or the name: a trigram index answers
+    # it without scanning the table (PostgreSQL's pg_trgm; SQLite installs are small and scan).
+    __table_args__ = (
+        Index(
+            "ix_subscribers_email_trgm",
+            "email",
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
+            info={"dialects": ("postgresql",)},
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_subscribers_first_name_trgm",
+            "first_name",
+            postgresql_using="gin",
+            postgresql_ops={"first_name": "gin_trgm_ops"},
+            info={"dialects": ("postgresql",)},
+        ).ddl_if(dialect="postgresql"),
+    )
 
 
 class Consent(Base):
@@ -320,6 +339,50 @@ class Broadcast(Base):
     finished_at: Mapped[datetime | None]
     max_subscriber_id: Mapped[int | None] = mapped_column(BigInteger)
     last_subscriber_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Issue 6 (migration 0004): see drip/broadcasts/. A local-time send keeps its wall-clock
+    # time ("2026-03-09T09:00") and per-zone progress in BroadcastZone rows.
+    local_wall_time: Mapped[str | None] = mapped_column(String(16))
+    past_zones: Mapped[str | None] = mapped_column(String(8))  # "now" | "tomorrow"
+    quiet_hours: Mapped[int | None] = mapped_column(Integer)  # None: the setting's value
+    total: Mapped[int | None] = mapped_column(BigInteger)  # recipients in the id snapshot
+    queued_all_at: Mapped[datetime | None]  # the last page of deliveries was written
+    runner: Mapped[str | None] = mapped_column(String(32))  # the page chain owning the send
+    heartbeat_at: Mapped[datetime | None]  # that chain's last page
+
+
+class BroadcastEvent(Base):
+    """The audit trail of a broadcast: who did what, when, and the status before and after."""
+
+    __tablename__ = "broadcast_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(24))  # created, updated, scheduled, paused...
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "broadcast_id"),)
+
+
+class BroadcastZone(Base):
+    """One time-zone group of a local-time broadcast: the zones whose wall-clock send time falls
+    on the same UTC instant, and the group's own id checkpoint."""
+
+    __tablename__ = "broadcast_zones"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"))
+    send_at: Mapped[datetime]
+    zones: Mapped[list[str]] = mapped_column(JSON)  # raw subscribers.time_zone values; "" = none
+    status: Mapped[str] = mapped_column(String(16), default="waiting")  # waiting, done
+    last_subscriber_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("broadcast_id", "send_at"),)
 
 
 class EngineState(Base):
@@ -330,3 +393,104 @@ class EngineState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --------------------------------------------------------------------------- tracking (issue 5)
+# Rollups kept up to date by the event ingest (drip.engagement), so that the stats read a few
+# small tables instead of scanning millions of events: see docs/decisions.md.
+
+
+class DeliveryEngagement(Base):
+    """Firsts of one delivery: each column is set once, by the first such event received.
+
+    A column going from NULL to a time is what increments the matching :class:`MessageStats`
+    counter, so the counters are unique per delivery (unique opens, unique clicks...).
+    """
+
+    __tablename__ = "delivery_engagement"
+
+    delivery_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_key: Mapped[str] = mapped_column(String(128))
+    subscriber_id: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime | None]  # human opens only (a human click implies one)
+    clicked_at: Mapped[datetime | None]  # human clicks only
+    bounced_at: Mapped[datetime | None]
+    complained_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]  # the person left after this email (the last one)
+
+    __table_args__ = (
+        # "Clicked the upsell" of the funnel: distinct clickers of a few message keys.
+        Index(
+            "ix_delivery_engagement_clicked",
+            "message_key",
+            "subscriber_id",
+            postgresql_where=text("clicked_at IS NOT NULL"),
+            sqlite_where=text("clicked_at IS NOT NULL"),
+        ),
+    )
+
+
+class MessageStats(Base):
+    """Counters per message key ("glute-accelerator/3"): deliveries sent, unique events."""
+
+    __tablename__ = "message_stats"
+
+    message_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0)
+    bounced: Mapped[int] = mapped_column(BigInteger, default=0)
+    opened: Mapped[int] = mapped_column(BigInteger, default=0)
+    clicked: Mapped[int] = mapped_column(BigInteger, default=0)
+    complained: Mapped[int] = mapped_column(BigInteger, default=0)
+    unsubscribed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# --------------------------------------------------------------------------- dashboard (issue 7)
+
+
+class AdminUser(Base):
+    """Someone who signs in to the dashboard (``/admin``); ``password_hash`` is argon2id."""
+
+    __tablename__ = "admin_users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+
+
+class AdminSession(Base):
+    """A signed-in browser. ``id`` is the SHA-256 of the random token in the cookie, so a copy
+    of the table cannot be replayed; ``csrf_token`` is the session's form token."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("admin_users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]  # absolute end, whatever the activity
+    last_seen_at: Mapped[datetime]  # idle expiry counts from here
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+
+    __table_args__ = (Index(None, "user_id"), Index(None, "expires_at"))
+
+
+class AdminLoginFailure(Base):
+    """One failed sign-in: the lock-out counts these per account and per client address."""
+
+    __tablename__ = "admin_login_failures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime]
+    account: Mapped[str] = mapped_column(String(320))  # the address typed, normalized
+    ip: Mapped[str] = mapped_column(String(64))  # per address; an IPv6 client per /64
+
+    __table_args__ = (Index(None, "account", "at"), Index(None, "ip", "at"), Index(None, "at"))

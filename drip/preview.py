@@ -1,12 +1,14 @@
-"""``drip lessons preview``: every lesson as .html, .txt and .eml, with an index page."""
+"""Lesson previews: ``drip lessons preview`` writes every lesson as .html, .txt and .eml with an
+index page; the dashboard shows one lesson at a time (:func:`sample_email`)."""
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drip.content import Sequence
+from drip.content import Lesson, Sequence
 from drip.esp.base import Recipient, personalize
 from drip.esp.mime import build_mime
 from drip.render import RecipientData, Renderer, recipient_substitutions, unsubscribe_headers
@@ -14,20 +16,48 @@ from drip.render import RecipientData, Renderer, recipient_substitutions, unsubs
 SAMPLE_NAME = "Sam"
 
 
-def write_previews(
-    renderer: Renderer, library: dict[str, Sequence], out: Path, *, public_url: str
-) -> list[Path]:
-    """Write the previews under ``out``; returns the files written (index.html last)."""
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class SampleEmail:
+    """A lesson as the sample reader gets it: subject, HTML and text, personalized."""
+
+    subject: str
+    html: str
+    text: str
+
+
+def sample_recipient(public_url: str) -> Recipient:
+    """The made-up reader of previews (Sam, with an unsubscribe link that names no one)."""
     unsubscribe = f"{public_url}/unsubscribe/PREVIEW"
     data = RecipientData(first_name=SAMPLE_NAME, unsubscribe_url=unsubscribe)
-    recipient = Recipient(
+    return Recipient(
         delivery_id=0,
         email="sam@example.com",
         name=SAMPLE_NAME,
         substitutions=recipient_substitutions(data),
         headers=unsubscribe_headers(unsubscribe),
     )
+
+
+def sample_email(
+    renderer: Renderer, sequence: Sequence, lesson: Lesson, *, public_url: str
+) -> SampleEmail:
+    """One lesson for the sample reader (the dashboard's preview). Give a renderer built
+    without tracking, so the preview has no pixel and no rewritten links."""
+    message = renderer.lesson(sequence, lesson)
+    subs = sample_recipient(public_url).substitutions
+    return SampleEmail(
+        subject=personalize(message.subject, subs),
+        html=personalize(message.html, subs),
+        text=personalize(message.text, subs),
+    )
+
+
+def write_previews(
+    renderer: Renderer, library: dict[str, Sequence], out: Path, *, public_url: str
+) -> list[Path]:
+    """Write the previews under ``out``; returns the files written (index.html last)."""
+    out.mkdir(parents=True, exist_ok=True)
+    recipient = sample_recipient(public_url)
     written: list[Path] = []
     rows: list[str] = []
     for sequence in library.values():

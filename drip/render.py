@@ -29,6 +29,7 @@ from drip import markdown_text
 from drip.content import Lesson, Sequence
 from drip.esp.base import Message
 from drip.settings import Settings
+from drip.tracking.links import rewrite_links
 
 # Values that differ per recipient. Name -> placeholder stem; the HTML part gets "%%stem%%"
 # (escaped value), the text part and subject get "%%stem.t%%" (raw value).
@@ -83,7 +84,9 @@ def unsubscribe_headers(unsubscribe_url: str) -> dict[str, str]:
 class Renderer:
     """Compiles Markdown bodies into shared :class:`Message` objects, caching by message key."""
 
-    def __init__(self, settings: Settings, templates_dir: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, templates_dir: Path | None = None, *, tracking: bool = False
+    ) -> None:
         self.settings = settings
         folder = (templates_dir or settings.templates_dir) / "email"
         self._folder = folder
@@ -97,7 +100,9 @@ class Renderer:
         self._bodies = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
         self._cache: dict[str, Message] = {}
-        self.open_tracking = False
+        # Tracking (drip.tracking.links) only where asked: the runtime asks, previews don't.
+        self.open_tracking = tracking and settings.track_opens
+        self.click_tracking = tracking and settings.track_clicks
 
     def shared_context(self) -> dict[str, Any]:
         s = self.settings
@@ -144,7 +149,8 @@ class Renderer:
                 category="confirm",
                 brand="Glute Accelerator Crash Course",
                 footer_reason="You are getting this because this address was entered on our form.",
-                extra={"confirm_days": 7},
+                extra={"confirm_days": self.settings.confirm_max_age_days},
+                tracked=False,  # transactional: no pixel, and its one link is per recipient
             )
         return self._cache["confirm"]
 
@@ -160,12 +166,18 @@ class Renderer:
         brand: str,
         footer_reason: str,
         extra: Mapping[str, Any] | None = None,
+        tracked: bool = True,
     ) -> Message:
-        """Render ``body_md`` into the ``template`` layout (``<template>.html`` and ``.txt``)."""
+        """Render ``body_md`` into the ``template`` layout (``<template>.html`` and ``.txt``).
+
+        With tracking on (and ``tracked``), HTML links become ``%%linkN%%`` placeholders listed
+        in :attr:`Message.links` and the open pixel is added; see :mod:`drip.tracking.links`.
+        """
+        pixel = tracked and self.open_tracking
         shared = {**self.shared_context(), **(extra or {})}
         html_vars = {name: html_marker(name) for name in RECIPIENT_FIELDS}
         text_vars = {name: text_marker(name) for name in RECIPIENT_FIELDS}
-        if not self.open_tracking:
+        if not pixel:
             html_vars["open_pixel_url"] = ""  # no pixel at all, not an empty <img>
         body_html = markdown_text.to_html(self._body(body_md, {**shared, **html_vars}))
         body_text = markdown_text.to_text(self._body(body_md, {**shared, **text_vars}))
@@ -187,15 +199,22 @@ class Renderer:
         text = self._layouts.get_template(f"{template}.txt").render(
             **layout, **text_vars, body_text=body_text
         )
+        page = self._inliner.inline(page)
+        links: tuple[str, ...] = ()
+        if tracked and self.click_tracking:
+            public = self.settings.public_url
+            page, links = rewrite_links(page, never=(f"{public}/unsubscribe", f"{public}/t/"))
         return Message(
             message_key=message_key,
             subject=subject_text,
-            html=self._inliner.inline(page),
+            html=page,
             text=text,
             from_email=self.settings.from_email,
             from_name=self.settings.from_name,
             reply_to=self.settings.reply_to,
             category=category,
+            links=links,
+            open_tracking=pixel,
         )
 
     def _body(self, source: str, context: Mapping[str, Any]) -> str:

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from drip.clock import Clock, system_clock
 from drip.content import Sequence, load_library
 from drip.db import engine_for, session_factory
-from drip.esp import make_backend
 from drip.errors import SettingsError
+from drip.esp import make_backend
 from drip.esp.base import EmailBackend
 from drip.render import Renderer
 from drip.settings import Settings
@@ -60,7 +60,7 @@ class Runtime:
             settings=settings,
             engine=engine or engine_for(settings.database_url),
             library=library,
-            renderer=Renderer(settings),
+            renderer=Renderer(settings, tracking=True),  # DRIP_TRACK_OPENS/CLICKS decide
             backend=backend or make_backend(settings, clock=clock),
             clock=clock,
         )

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from drip.errors import SettingsError
 
@@ -66,12 +68,125 @@ class Settings(BaseSettings):
     smtp_tls: Literal["none", "starttls", "ssl"] = "none"
     smtp_timeout: float = Field(default=30.0, gt=0)
 
+    # Subscribers and the web app (issue 4). Token lists are comma-separated in the environment.
+    # Bearer tokens of the admin API (/api/v1/admin/...); empty = admin API closed.
+    admin_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Bearer tokens accepted by the JSON signup webhook POST /api/v1/subscribers.
+    api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Shared secret for X-Drip-Signature (HMAC-SHA256 of the raw body) on the JSON webhook.
+    webhook_secret: SecretStr | None = None
+    # Replay window for signed webhook calls that send X-Drip-Timestamp (seconds either way).
+    webhook_max_skew_seconds: int = Field(default=300, ge=1, le=86_400)
+    # True: a signature without X-Drip-Timestamp is refused (no replay of captured requests).
+    webhook_require_timestamp: bool = False
+    # Where POST /subscribe sends the visitor (303); unset = our own /thanks page.
+    thank_you_url: str | None = None
+    # Confirmation links expire after this many days.
+    confirm_max_age_days: int = Field(default=7, ge=1, le=90)
+    # A new confirmation email for the same address at most this often (mail-bombing guard).
+    confirm_resend_minutes: int = Field(default=10, ge=0, le=1440)
+    # Pending signups that never confirm are deleted after this many days.
+    pending_purge_days: int = Field(default=30, ge=1, le=3650)
+    # Per-IP fixed-window rate limits kept in Redis (DRIP_REDIS_URL); 0 disables a limit.
+    signup_rate_limit: int = Field(default=20, ge=0)  # form posts and confirm resends
+    api_rate_limit: int = Field(default=600, ge=0)  # JSON webhook calls
+    rate_limit_window_seconds: int = Field(default=600, ge=1, le=86_400)
+    # The consent text shown next to the signup form, stored with every signup (GDPR Art. 7).
+    consent_text: str = (
+        "Yes, send me the free Glute Accelerator Crash Course by email, one lesson a day, "
+        "then occasional news and offers about The Runners Lab. I can unsubscribe at any time."
+    )
+    # Requests bigger than this are refused with 413 before any parsing.
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    # Proxies whose X-Forwarded-For is trusted for the client IP (uvicorn forwarded_allow_ips).
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    # Broadcasts (issue 6): the global send rate shared by every worker (through DRIP_REDIS_URL;
+    # 0 = no limit), the page of subscribers written per step, and the quiet rule's default.
+    broadcast_rate_per_second: int = Field(default=0, ge=0, le=1_000_000)
+    broadcast_rate_per_hour: int = Field(default=0, ge=0)
+    broadcast_rate_per_day: int = Field(default=0, ge=0)
+    broadcast_page_size: int = Field(default=1000, ge=1, le=10_000)
+    # No broadcast to someone who was sent a lesson within this many hours (0 = off).
+    broadcast_quiet_hours: int = Field(default=0, ge=0, le=168)
+
+    # Tracking (issue 5): our open pixel and click redirect, the SendGrid Event Webhook, the
+    # purchase webhook and attribution. docs/settings-tracking.md explains each one.
+    track_opens: bool = True  # a 1x1 pixel in marketing emails (never in confirmations)
+    track_clicks: bool = True  # HTML links rewritten to /t/c/<signed token> (not unsubscribe)
+    # The Event Webhook's verification key as SendGrid shows it (base64 DER, PEM also accepted);
+    # unset = POST /webhooks/sendgrid answers 503 (nothing unverified is ever stored).
+    sendgrid_webhook_public_key: SecretStr | None = None
+    # Oldest accepted X-Twilio-Email-Event-Webhook-Timestamp, in seconds; 0 switches the check off.
+    sendgrid_webhook_max_age: int = Field(default=600, ge=0, le=7 * 86_400)
+    # SendGrid posts batches up to ~768 KB: this path alone may exceed DRIP_MAX_BODY_BYTES.
+    sendgrid_webhook_max_bytes: int = Field(default=4_194_304, ge=65_536)
+    # Shared secret of X-Drip-Signature on POST /webhooks/purchase; unset = the webhook is off.
+    purchase_webhook_secret: SecretStr | None = None
+    # A purchase is credited to the last human click within this many days before it.
+    attribution_window_days: int = Field(default=30, ge=1, le=365)
+    # A click this soon after the send is a link scanner's, whatever its user agent says.
+    scanner_click_seconds: int = Field(default=10, ge=0, le=3600)
+    # Redis stream between the tracking endpoints and the drain into the database.
+    tracking_stream: str = Field(default="drip:tracking", min_length=1, max_length=200)
+    tracking_drain_batch: int = Field(default=2000, ge=1, le=50_000)
+    tracking_drain_seconds: float = Field(default=2.0, gt=0, le=300)
+
+    # Dashboard (issue 7, /admin): session lifetime, idle expiry and the sign-in lock-out
+    # (failures per account and per client address within the window lock both for the window).
+    admin_session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    admin_idle_minutes: int = Field(default=120, ge=5, le=24 * 60 * 30)
+    admin_lockout_attempts: int = Field(default=5, ge=1, le=1000)
+    admin_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # Overview and course figures are cached this long per web process (0 = always fresh).
+    admin_stats_cache_seconds: int = Field(default=60, ge=0, le=3600)
+
+    @field_validator("sendgrid_webhook_public_key")
+    @classmethod
+    def _ec_public_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from drip.webhooks.signature import load_public_key  # cryptography: load only if set
+
+        load_public_key(value.get_secret_value())  # raises ValueError with the reason
+        return value
+
+    @field_validator("purchase_webhook_secret", "webhook_secret")
+    @classmethod
+    def _optional_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
     @field_validator("public_url", "runners_lab_url", "sendgrid_api_url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")) or value[-3:] == "://":
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("admin_tokens", "api_tokens", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("admin_tokens", "api_tokens")
+    @classmethod
+    def _strong_tokens(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(token.get_secret_value()) < 16 for token in value):
+            raise ValueError("every token must be at least 16 characters")
+        return value
+
+    @field_validator("thank_you_url")
+    @classmethod
+    def _optional_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return cls._absolute_http_url(value.strip())
 
     @field_validator("from_email", "reply_to")
     @classmethod
@@ -80,7 +195,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an email address")
         return value
 
-    @field_validator("postal_address", "from_name")
+    @field_validator("postal_address", "from_name", "consent_text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
@@ -101,6 +216,24 @@ class Settings(BaseSettings):
     def _long_enough(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # The messages never quote the URL: it may hold a password.
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a database URL (sqlite:///path or postgresql+psycopg://...)"
+            ) from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        try:
+            url.get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(f"unknown database driver {url.drivername!r}") from None
         return value
 
 

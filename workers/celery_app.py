@@ -27,6 +27,19 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="drip",
         beat_schedule={
             "drip-tick": {"task": "drip.tick", "schedule": float(settings.tick_seconds)},
+            # Due broadcasts start, silent page chains restart, finished sends close (issue 6).
+            "drip-broadcasts-tick": {
+                "task": "drip.broadcasts_tick",
+                "schedule": float(settings.tick_seconds),
+            },
+            # Opens and clicks queued in Redis by the web app -> PostgreSQL (issue 5).
+            "drip-tracking-drain": {
+                "task": "drip.tracking_drain",
+                "schedule": float(settings.tracking_drain_seconds),
+                "options": {"expires": float(settings.tracking_drain_seconds) * 5},
+            },
+            # Signups never confirmed within DRIP_PENDING_PURGE_DAYS are deleted (issue 4).
+            "drip-purge-pending": {"task": "drip.purge_pending", "schedule": 3600.0},
         },
         worker_hijack_root_logger=False,
     )

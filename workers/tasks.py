@@ -10,6 +10,7 @@ from drip.claim import tick
 from drip.dispatch import backoff_seconds, send_deliveries
 from drip.runtime import Runtime
 from drip.settings import get_settings
+from drip.subscribers import purge_pending
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -45,3 +46,70 @@ def send_task(self: Any, delivery_ids: list[int]) -> dict[str, int]:
         log.info("retrying %d deliveries in %.1fs", len(report.retry), delay)
         raise self.retry(args=(report.retry,), countdown=delay)
     return {"sent": report.sent, "failed": report.failed, "skipped": report.skipped}
+
+
+@app.task(name="drip.purge_pending")  # type: ignore[untyped-decorator]
+def purge_pending_task() -> int:
+    rt = runtime()
+    with rt.transaction() as session:
+        return purge_pending(session, rt.clock(), rt.settings.pending_purge_days)
+
+
+@app.task(name="drip.tracking_drain")  # type: ignore[untyped-decorator]
+def tracking_drain_task() -> dict[str, int]:
+    """Drain the tracking stream; bounded so that runs never pile up behind each other."""
+    from drip.tracking.stream import drain
+
+    rt = runtime()
+    report = drain(rt, max_seconds=max(rt.settings.tracking_drain_seconds * 10, 10.0))
+    return {"entries": report.entries, "stored": report.stored, "duplicates": report.duplicates}
+
+
+# --------------------------------------------------------------------------- broadcasts (issue 6)
+_broadcast_limiter: list[Any] = []  # built on first use, after the prefork: [RateLimiter | None]
+
+
+def _limiter(rt: Runtime) -> Any:
+    from drip.broadcasts.ratelimit import limiter_from_settings
+
+    if not _broadcast_limiter:
+        _broadcast_limiter.append(limiter_from_settings(rt.settings))
+    return _broadcast_limiter[0]
+
+
+def kick_page(broadcast_id: int, runner: str, countdown: float = 0.0) -> None:
+    """Queue one page step of a broadcast (a countdown of a few seconds at most)."""
+    options = {"countdown": countdown} if countdown > 0 else {}
+    broadcast_send_task.apply_async(args=[broadcast_id, runner], **options)
+
+
+@app.task(name="drip.broadcasts_tick")  # type: ignore[untyped-decorator]
+def broadcasts_tick_task() -> dict[str, int]:
+    from drip.broadcasts.tick import broadcasts_tick
+
+    rt = runtime()
+    report = broadcasts_tick(rt, rt.clock(), kick=kick_page)
+    return {
+        "started": len(report.started),
+        "kicked": len(report.kicked),
+        "finished": len(report.finished),
+    }
+
+
+@app.task(name="drip.broadcast_send")  # type: ignore[untyped-decorator]
+def broadcast_send_task(broadcast_id: int, runner: str) -> dict[str, Any]:
+    """One page of a broadcast; its send tasks are queued first, then the next page."""
+    from drip.broadcasts.sending import run_page
+
+    rt = runtime()
+    result = run_page(
+        rt,
+        broadcast_id,
+        runner,
+        rt.clock(),
+        enqueue=lambda ids: send_task.delay(ids),
+        limiter=_limiter(rt),
+    )
+    if result.next_in is not None:
+        kick_page(broadcast_id, runner, result.next_in)
+    return {"state": result.state, "written": result.written, "quiet": result.quiet}

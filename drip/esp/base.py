@@ -33,6 +33,10 @@ class Message:
     reply_to: str | None = None
     category: str = "drip"  # never personal data: SendGrid keeps categories long-term
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Click tracking (drip.tracking.links): the original URL of each "%%linkN%%" in ``html``,
+    # in order; the send path gives every recipient a signed redirect for each of them.
+    links: tuple[str, ...] = ()
+    open_tracking: bool = False  # ``html`` carries the "%%openpixelurl%%" pixel
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def erase_subscriber(session: Session, subscriber: Subscriber, now: datetime) ->
     session.execute(
         update(TrackingEvent)
         .where(TrackingEvent.subscriber_id == sid)
-        .values(ip=None, user_agent=None, raw=None)
+        .values(ip=None, user_agent=None, raw=None, reason=None)
         .execution_options(**opts)
     )
     # Provider error texts often quote the address ("550 <ana@...> unknown").

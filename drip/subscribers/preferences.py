@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from drip.engagement import credit_unsubscribe
 from drip.enrollments import stop_enrollments
 from drip.models import Subscriber, SubscriberStatus
 from drip.runtime import UNSUBSCRIBE_PURPOSE, Runtime
@@ -42,6 +43,7 @@ def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, source:
     subscriber.unsubscribed_at = now
     stop_enrollments(session, subscriber.id, "unsubscribed")
     record_consent(session, subscriber, "unsubscribe", now, source=source)
+    credit_unsubscribe(session, subscriber.id, now)  # per-email unsubscribes (issue 5 stats)
     log.info("subscriber %s unsubscribed (%s)", subscriber.id, source)
     return True
 

@@ -1,13 +1,26 @@
-"""Listing subscribers for the admin API: filters and keyset pagination by id."""
+"""Listing and counting subscribers for the admin API and the dashboard: filters and keyset
+pagination by id, counts per status, signups and confirmations per day."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from drip.models import Subscriber, SubscriberTag, Tag
+from drip.errors import InvalidInput
+from drip.models import (
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    SubscriberStatus,
+    SubscriberTag,
+    Suppression,
+    Tag,
+)
 
 PAGE_MAX = 200
 
@@ -16,6 +29,46 @@ PAGE_MAX = 200
 class Page:
     items: list[Subscriber]
     next_after: int | None  # pass as ``after`` for the next page; None on the last page
+
+
+# Where a subscriber stands in the course (any subscriber status; see drip.models.Enrollment).
+COURSE_STATES = {
+    "not_started": "never entered the course",
+    "in_course": "taking the course",
+    "completed_course": "finished the course",
+    "stopped": "course stopped (unsubscribed, preferences, erased...)",
+    "in_upsell": "in a Runners Lab sequence",
+    "converted": "bought The Runners Lab",
+}
+
+
+def _enrolled(sequences: Sequence[str], *statuses: str) -> ColumnElement[bool]:
+    return exists().where(
+        Enrollment.subscriber_id == Subscriber.id,
+        Enrollment.sequence.in_(list(sequences)),
+        Enrollment.status.in_(statuses),
+    )
+
+
+def course_state_filter(state: str, course: str, upsells: Sequence[str]) -> ColumnElement[bool]:
+    """The ``WHERE`` for one of :data:`COURSE_STATES`; :class:`InvalidInput` on ``state``
+    otherwise. Each is an indexed probe per subscriber (enrollments are unique per
+    subscriber and sequence)."""
+    if state == "not_started":
+        return ~exists().where(
+            Enrollment.subscriber_id == Subscriber.id, Enrollment.sequence == course
+        )
+    if state == "in_course":
+        return _enrolled([course], EnrollmentStatus.ACTIVE)
+    if state == "completed_course":
+        return _enrolled([course], EnrollmentStatus.COMPLETED)
+    if state == "stopped":
+        return _enrolled([course], EnrollmentStatus.STOPPED)
+    if state == "in_upsell":
+        return _enrolled(upsells, EnrollmentStatus.ACTIVE)
+    if state == "converted":
+        return Subscriber.converted_at.is_not(None)
+    raise InvalidInput("state", f"unknown course state (known: {', '.join(COURSE_STATES)})")
 
 
 def _like_escape(text: str) -> str:
@@ -28,15 +81,21 @@ def list_subscribers(
     status: str | None = None,
     tag: str | None = None,
     q: str | None = None,
+    state: str | None = None,
+    course: str = "",
+    upsells: Sequence[str] = (),
     after: int = 0,
     limit: int = 50,
 ) -> Page:
-    """Subscribers with ``id > after`` in id order, filtered by status, tag and a search text
-    (case-insensitive substring of the address or the first name)."""
+    """Subscribers with ``id > after`` in id order, filtered by status, tag, course state (see
+    :func:`course_state_filter`; ``course`` and ``upsells`` name the sequences) and a search
+    text (case-insensitive substring of the address or the first name)."""
     limit = max(1, min(limit, PAGE_MAX))
     stmt = select(Subscriber).where(Subscriber.id > after).order_by(Subscriber.id).limit(limit + 1)
     if status:
         stmt = stmt.where(Subscriber.status == status)
+    if state:
+        stmt = stmt.where(course_state_filter(state, course, upsells))
     if tag:
         stmt = stmt.where(
             Subscriber.id.in_(
@@ -57,3 +116,52 @@ def list_subscribers(
     more = len(rows) > limit
     items = rows[:limit]
     return Page(items, items[-1].id if more and items else None)
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    """Subscribers per status (every status present, 0 if none), plus ``suppressed``: the
+    addresses on the suppression list. One grouped count: callers at scale cache it."""
+    counts = dict.fromkeys((s.value for s in SubscriberStatus), 0)
+    rows = session.execute(
+        select(Subscriber.status, func.count()).group_by(Subscriber.status)
+    ).tuples()
+    for status, count in rows:
+        counts[status] = int(count)
+    counts["suppressed"] = int(session.scalar(select(func.count()).select_from(Suppression)) or 0)
+    return counts
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: date
+    signups: int
+    confirmations: int
+
+
+def _utc_day(column: Any, session: Session) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", column))
+    return func.date(column)  # SQLite keeps naive UTC text
+
+
+def _per_day(session: Session, column: Any, since: datetime) -> dict[date, int]:
+    day = _utc_day(column, session)
+    rows = session.execute(select(day, func.count()).where(column >= since).group_by(day)).tuples()
+    out: dict[date, int] = {}
+    for value, count in rows:
+        key = value if isinstance(value, date) else date.fromisoformat(str(value))
+        out[key] = int(count)
+    return out
+
+
+def daily_growth(session: Session, since: datetime, until: datetime) -> list[DayCount]:
+    """Signups (``created_at``) and confirmations (``confirmed_at``) per UTC day, every day
+    from ``since`` to ``until`` included, zeros where none. Both columns are indexed, so the
+    cost is the rows of the window, not the table."""
+    signups = _per_day(session, Subscriber.created_at, since)
+    confirmations = _per_day(session, Subscriber.confirmed_at, since)
+    days = (until.date() - since.date()).days + 1
+    return [
+        DayCount(d, signups.get(d, 0), confirmations.get(d, 0))
+        for d in (since.date() + timedelta(days=n) for n in range(days))
+    ]

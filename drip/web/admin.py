@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -27,6 +27,9 @@ router = APIRouter(
     responses={k: v for k, v in ERRORS.items() if k in (401, 422)},
 )
 Status = Literal["pending", "active", "unsubscribed", "erased"]
+CourseState = Literal[
+    "not_started", "in_course", "completed_course", "stopped", "in_upsell", "converted"
+]
 
 
 class TagsReplace(BaseModel):
@@ -41,6 +44,10 @@ class TagsChange(BaseModel):
 def _rt(request: Request) -> Runtime:
     rt: Runtime = request.app.state.rt
     return rt
+
+
+def upsell_slugs(rt: Runtime) -> tuple[str, ...]:
+    return tuple(slug for slug, seq in rt.library.items() if seq.kind == "upsell")
 
 
 def _get(session: Session, subscriber_id: int) -> Subscriber:
@@ -63,11 +70,25 @@ def list_(
     status: Status | None = None,
     tag: str | None = Query(None, max_length=64),
     q: str | None = Query(None, max_length=320, description="Part of the address or name."),
+    state: Annotated[
+        CourseState | None, Query(description="Where they stand in the course.")
+    ] = None,
     after: int = Query(0, ge=0, description="The `next_after` of the previous page."),
     limit: int = Query(50, ge=1, le=PAGE_MAX),
 ) -> dict[str, Any]:
-    with _rt(request).sessions() as session:
-        result = list_subscribers(session, status=status, tag=tag, q=q, after=after, limit=limit)
+    rt = _rt(request)
+    with rt.sessions() as session:
+        result = list_subscribers(
+            session,
+            status=status,
+            tag=tag,
+            q=q,
+            state=state,
+            course=rt.settings.course_sequence,
+            upsells=upsell_slugs(rt),
+            after=after,
+            limit=limit,
+        )
         return {
             "items": [subscriber_summary(s) for s in result.items],
             "next_after": result.next_after,

@@ -21,8 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from drip import suppress
 from drip.runtime import Runtime
 from drip.settings import get_settings
-from drip.tracking.routes import router as tracking_router
-from drip.web import admin, admin_stats, api, pages
+from drip.tracking.routes import TrackingEndpoints
+from drip.web import admin, admin_stats, api, dashboard, pages
 from drip.web import broadcasts as broadcasts_api
 from drip.web.errors import BodyTooLarge, error_response, install_handlers
 from drip.web.logs import request_id_var
@@ -138,15 +138,16 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(admin_stats.router)  # issue 5: GET /api/v1/admin/stats
-    app.include_router(tracking_router)  # issue 5: /t/o/<token>.gif, /t/c/<token>
     app.include_router(webhooks_router)  # issue 5: /webhooks/sendgrid, /webhooks/purchase
     app.include_router(broadcasts_api.router)  # issue 6: /api/v1/admin/broadcasts...
+    app.include_router(dashboard.router)  # issue 7: the dashboard under /admin
     app.add_middleware(
         BodyLimit,
         limit=runtime.settings.max_body_bytes,
         per_path={"/webhooks/sendgrid": runtime.settings.sendgrid_webhook_max_bytes},
     )
     app.middleware("http")(_observe)
+    app.add_middleware(TrackingEndpoints, rt=runtime)  # issue 5: /t/o/, /t/c/ (outermost: hot)
     _prime_salt(runtime)
     return app
 

@@ -178,12 +178,13 @@ def preview_(request: Request, broadcast_id: int, body: PreviewIn) -> dict[str, 
 @router.post("/{broadcast_id}/test", summary="Send a [TEST] copy to a few addresses")
 def test(request: Request, broadcast_id: int, body: TestIn) -> dict[str, Any]:
     rt = _rt(request)
-    with rt.transaction() as session:
-        b = _get(session, broadcast_id)
+    with rt.sessions() as session:  # no transaction open during the backend call
         try:
-            results = preview.send_test(rt, session, b, body.to)
+            results = preview.send_test(rt, session, _get(session, broadcast_id), body.to)
         except BackendError as err:
             raise ApiError(502, "to", f"the email backend refused the test: {err}") from None
+    with rt.transaction() as session:
+        b = _get(session, broadcast_id)
         preview.record_test(session, b, results, actor=actor(request), now=rt.clock())
     return {
         "sent": [r.ok for r in results].count(True),

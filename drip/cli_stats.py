@@ -1,0 +1,167 @@
+"""``drip stats`` (tables or ``--json``) and ``drip tracking drain|rebuild``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from drip.errors import ContentError, SettingsError
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
+    from drip.stats import Revenue, Stats
+
+
+def _runtime() -> Runtime:
+    from drip.runtime import Runtime
+    from drip.settings import get_settings
+
+    try:
+        return Runtime.build(get_settings())
+    except SettingsError as err:
+        click.echo(f"drip: {err}", err=True)
+        sys.exit(2)
+    except ContentError as err:
+        for problem in err.problems:
+            click.echo(str(problem), err=True)
+        click.echo("drip: refusing to start: the content has problems", err=True)
+        sys.exit(1)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _money(revenue: Revenue) -> str:
+    if not revenue:
+        return "-"
+    return ", ".join(f"{cur} {cents / 100:,.2f}" for cur, cents in sorted(revenue.items()))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned first column, right-aligned figures, two spaces between columns."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def render(stats: Stats) -> str:
+    """The terminal report: emails, sequences, funnel."""
+    headers = ["email", "sent", "deliv", "bounce", "opens", "clicks", "CTO", "unsub", "spam"]
+    headers += ["conv", "conv%", "revenue"]
+    rows = [
+        [
+            e.message_key,
+            f"{e.sent:,}",
+            f"{e.delivered:,}",
+            f"{e.bounced:,}",
+            f"{e.opened:,}",
+            f"{e.clicked:,}",
+            _pct(e.click_to_open),
+            f"{e.unsubscribed:,}",
+            f"{e.complained:,}",
+            f"{e.conversions:,}",
+            _pct(e.conversion_rate),
+            _money(e.revenue),
+        ]
+        for e in stats.emails
+    ]
+    out = ["Emails (opens and clicks: unique, human)", *_table(headers, rows), ""]
+    seq_rows = [
+        [
+            s.slug,
+            s.kind,
+            f"{s.recipients:,}",
+            f"{s.conversions:,}",
+            _pct(s.conversion_rate),
+            _money(s.revenue),
+        ]
+        for s in stats.sequences
+    ]
+    out += [
+        "Sequences",
+        *_table(["sequence", "kind", "recipients", "conv", "conv%", "revenue"], seq_rows),
+        "",
+    ]
+    funnel = stats.funnel
+    base = funnel.signed_up
+    steps = [[name, f"{n:,}", _pct(n / base if base else None)] for name, n in funnel.steps()]
+    out += [f"Funnel ({funnel.sequence})", *_table(["step", "people", "of signups"], steps), ""]
+    out.append(
+        f"Not credited to an email: {stats.unattributed_conversions:,} purchase(s), "
+        f"{_money(stats.unattributed_revenue)}; buyers who are not subscribers: "
+        f"{stats.unknown_buyers:,}"
+    )
+    return "\n".join(out)
+
+
+@click.command()
+@click.option("--json", "as_json_", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--rebuild", is_flag=True, help="Recompute the rollups from the raw rows first.")
+def stats(as_json_: bool, rebuild: bool) -> None:
+    """Per-email figures, conversions and the course funnel."""
+    from drip import engagement
+    from drip.clock import system_clock
+    from drip.content import load_library
+    from drip.db import make_engine, session_factory
+    from drip.settings import get_settings
+    from drip.stats import as_json, collect
+
+    # Only what the figures need (settings, database, sequences), not a whole Runtime: the
+    # renderer and the email backend would double the start-up time of the command.
+    try:
+        settings = get_settings()
+        library = load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
+    except SettingsError as err:
+        click.echo(f"drip: {err}", err=True)
+        sys.exit(2)
+    except ContentError as err:
+        for problem in err.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    if rebuild:
+        with sessions() as session, session.begin():
+            engagement.rebuild(session)
+    with sessions() as session:
+        figures = collect(session, library, settings.course_sequence, system_clock())
+    engine.dispose()
+    if as_json_:
+        click.echo(json.dumps(as_json(figures), indent=2))
+    else:
+        click.echo(render(figures))
+
+
+@click.group()
+def tracking() -> None:
+    """Open and click tracking: the Redis stream and the rollups."""
+
+
+@tracking.command("drain")
+@click.option("--forever", is_flag=True, help="Keep draining (every DRIP_TRACKING_DRAIN_SECONDS).")
+def tracking_drain(forever: bool) -> None:
+    """Move queued opens and clicks from Redis into the database."""
+    from drip.tracking.stream import drain
+
+    rt = _runtime()
+    while True:
+        report = drain(rt)
+        if report.entries or not forever:
+            click.echo(
+                f"drained {report.entries} entries in {report.batches} batch(es): "
+                f"{report.stored} stored, {report.duplicates} duplicates, "
+                f"{report.malformed} malformed"
+            )
+        if not forever:
+            return
+        time.sleep(rt.settings.tracking_drain_seconds)

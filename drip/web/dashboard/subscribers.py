@@ -1,0 +1,196 @@
+"""The subscriber pages: search and filter, one subscriber's story, unsubscribe, export, erase.
+
+The list is the admin API's (:func:`drip.subscribers.queries.list_subscribers`): keyset pages
+by id, never an ``OFFSET`` and never a count of the filtered rows; the total shown is the cached
+count per status. A subscriber's page is the GDPR export (:func:`export_subscriber`) laid out
+for people; the buttons call what the admin API calls, with ``dashboard`` as the source.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from drip.errors import InvalidInput
+from drip.models import Subscriber, Tag
+from drip.runtime import Runtime
+from drip.subscribers.gdpr import erase_subscriber, export_subscriber
+from drip.subscribers.preferences import unsubscribe
+from drip.subscribers.queries import COURSE_STATES, list_subscribers
+from drip.web.admin import upsell_slugs
+from drip.web.dashboard import figures
+from drip.web.dashboard.rendering import admin_page
+from drip.web.dashboard.security import Admin, Checked, DashboardRoute, NotFound
+from drip.web.forms import read_form
+
+router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
+PAGE_SIZE = 50
+TAGS_SHOWN = 200
+TIMELINE_MAX = 200
+STATUSES = ("active", "pending", "unsubscribed", "erased")
+NOTICES = {
+    "unsubscribed": "Unsubscribed: no more emails of any kind.",
+    "already": "Nothing to do: this subscriber was already unsubscribed or erased.",
+    "erased": "Erased: the personal data is gone; the address stays suppressed as a hash.",
+}
+
+
+def _rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+def _get(session: Session, subscriber_id: int) -> Subscriber:
+    sub = session.get(Subscriber, subscriber_id)
+    if sub is None:
+        raise NotFound("subscriber")
+    return sub
+
+
+@router.get("/subscribers")
+def subscriber_list(
+    request: Request,
+    admin: Admin,
+    q: str = Query("", max_length=320),
+    status: Literal["", "active", "pending", "unsubscribed", "erased"] = "",
+    tag: str = Query("", max_length=64),
+    state: str = Query("", max_length=32),
+    after: int = Query(0, ge=0),
+) -> Response:
+    rt = _rt(request)
+    error = None
+    with rt.sessions() as session:
+        tags = list(session.scalars(select(Tag.name).order_by(Tag.name).limit(TAGS_SHOWN)))
+        try:
+            page = list_subscribers(
+                session,
+                status=status or None,
+                tag=tag or None,
+                q=q or None,
+                state=state or None,
+                course=rt.settings.course_sequence,
+                upsells=upsell_slugs(rt),
+                after=after,
+                limit=PAGE_SIZE,
+            )
+            items = page.items
+            next_after = page.next_after
+        except InvalidInput as err:
+            items, next_after, error = [], None, err
+    counts, counted_at = figures.counts(request)
+    filters = {"q": q, "status": status, "tag": tag, "state": state}
+    context = {
+        "section": "subscribers",
+        "items": items,
+        "next_after": next_after,
+        "after": after,
+        "filters": filters,
+        "filtered": any(filters.values()),
+        "query": {k: v for k, v in filters.items() if v},
+        "tags": tags,
+        "statuses": STATUSES,
+        "states": COURSE_STATES,
+        "total": sum(counts[s] for s in STATUSES),
+        "counted_at": counted_at,
+        "error": error,
+    }
+    return admin_page(request, "subscribers.html", context)
+
+
+def _timeline(export: dict[str, Any]) -> list[dict[str, Any]]:
+    """Emails and tracking events together, newest first."""
+    entries = [
+        {"at": e["sent_at"] or e["created_at"], "what": "email", "detail": e}
+        for e in export["emails"]
+    ]
+    entries += [{"at": ev["at"], "what": "event", "detail": ev} for ev in export["events"]]
+    entries.sort(key=lambda e: e["at"] or "", reverse=True)
+    return entries[:TIMELINE_MAX]
+
+
+@router.get("/subscribers/{subscriber_id}")
+def subscriber_page(request: Request, admin: Admin, subscriber_id: int, done: str = "") -> Response:
+    rt = _rt(request)
+    with rt.sessions() as session:
+        export = export_subscriber(session, _get(session, subscriber_id), rt.clock())
+    lengths = {slug: seq.length for slug, seq in rt.library.items()}
+    names = {slug: seq.name for slug, seq in rt.library.items()}
+    context = {
+        "section": "subscribers",
+        "sub": export["subscriber"],
+        "export": export,
+        "lengths": lengths,
+        "names": names,
+        "timeline": _timeline(export),
+        "timeline_max": TIMELINE_MAX,
+        "notice": NOTICES.get(done),
+    }
+    return admin_page(request, "subscriber.html", context)
+
+
+def _back(subscriber_id: int, done: str) -> RedirectResponse:
+    return RedirectResponse(f"/admin/subscribers/{subscriber_id}?done={done}", status_code=303)
+
+
+@router.post("/subscribers/{subscriber_id}/unsubscribe")
+def unsubscribe_(request: Request, admin: Checked, subscriber_id: int) -> Response:
+    rt = _rt(request)
+    with rt.transaction() as session:
+        changed = unsubscribe(session, _get(session, subscriber_id), rt.clock(), "dashboard")
+    figures.forget(request)
+    return _back(subscriber_id, "unsubscribed" if changed else "already")
+
+
+@router.get("/subscribers/{subscriber_id}/export.json")
+def export(request: Request, admin: Admin, subscriber_id: int) -> Response:
+    rt = _rt(request)
+    with rt.sessions() as session:
+        data = export_subscriber(session, _get(session, subscriber_id), rt.clock())
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="subscriber-{subscriber_id}.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/subscribers/{subscriber_id}/erase")
+def erase_confirm(request: Request, admin: Admin, subscriber_id: int) -> Response:
+    rt = _rt(request)
+    with rt.sessions() as session:
+        sub = _get(session, subscriber_id)
+        context = {"section": "subscribers", "sub_id": sub.id, "email": sub.email}
+    return admin_page(request, "erase.html", context)
+
+
+@router.post("/subscribers/{subscriber_id}/erase")
+async def erase(request: Request, admin: Checked, subscriber_id: int) -> Response:
+    rt = _rt(request)
+    typed = (await read_form(request)).get("confirm_email", "").strip().lower()
+
+    def run() -> tuple[bool | None, str | None]:
+        with rt.transaction() as session:
+            sub = _get(session, subscriber_id)
+            if sub.email is not None and typed != sub.email:
+                return None, sub.email  # the confirmation step was not passed
+            return erase_subscriber(session, sub, rt.clock()), None
+
+    erased, email = await run_in_threadpool(run)
+    if erased is None:
+        context = {
+            "section": "subscribers",
+            "sub_id": subscriber_id,
+            "email": email,
+            "error": "The address you typed is not this subscriber's. Nothing was erased.",
+        }
+        return admin_page(request, "erase.html", context, status=422)
+    figures.forget(request)
+    return _back(subscriber_id, "erased" if erased else "already")

@@ -1,0 +1,308 @@
+"""The dashboard's pages render real data: overview, course, lesson previews, subscribers.
+
+Each test runs on SQLite and PostgreSQL, signed in through the real sign-in form.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert, select
+
+from drip.clock import FrozenClock
+from drip.models import Consent, Conversion, Subscriber, SubscriberStatus
+from drip.runtime import Runtime
+from drip.settings import Settings
+from drip.subscribers.preferences import unsubscribe
+from drip.subscribers.store import add_tags
+from drip.suppress import suppress
+from tests.conftest import REPO
+from tests.dashboard_support import client, dashboard_settings, page_token, signed_in
+from tests.helpers import add_subscriber, run_tick
+from tests.web_support import subscriber
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return dashboard_settings(tmp_path)
+
+
+@pytest.fixture
+def http(rt: Runtime) -> TestClient:
+    signed, _ = signed_in(rt)
+    return signed
+
+
+def _people(rt: Runtime) -> dict[str, int]:
+    ids = {
+        "ana@example.com": add_subscriber(rt, "ana@example.com", name="Ana"),
+        "bob@example.com": add_subscriber(rt, "bob@example.com", name="Bob"),
+        "cleo@runclub.example": add_subscriber(rt, "cleo@runclub.example", name="Cleo"),
+        "dan@example.com": add_subscriber(
+            rt, "dan@example.com", name="Dan", status=SubscriberStatus.PENDING, enroll_now=False
+        ),
+    }
+    with rt.transaction() as session:
+        add_tags(session, subscriber(session, "cleo@runclub.example"), ["trail"])
+        unsubscribe(session, subscriber(session, "bob@example.com"), rt.clock(), "test")
+        suppress(session, "bounced@example.com", "bounce")
+    return ids
+
+
+def test_the_overview_shows_counts_growth_funnel_and_revenue(rt: Runtime, http: TestClient) -> None:
+    ids = _people(rt)
+    run_tick(rt)  # lesson 1 goes to the two active subscribers still in the course
+    with rt.transaction() as session:
+        session.execute(
+            insert(Conversion).values(
+                order_id="order-1",
+                subscriber_id=ids["ana@example.com"],
+                product="The Runners Lab",
+                amount_cents=19_900,
+                currency="USD",
+                occurred_at=rt.clock(),
+            )
+        )
+
+    page = http.get("/admin")
+
+    assert page.status_code == 200
+    text = page.text
+    for number, label in [(2, "active"), (1, "waiting to confirm"), (1, "unsubscribed")]:
+        assert f'<span class="n">{number}</span> <span class="l">{label}</span>' in text
+    assert '<span class="n">1</span> <span class="l">suppressed addresses</span>' in text
+    assert '<svg class="chart"' in text and '<title id="growth-t">' in text
+    assert '<desc id="funnel-d">signed up: 4; confirmed: 4; reached lesson 1: 2;' in text
+    assert '<span class="n" id="revenue-total">199.00 USD</span>' in text
+    assert '<th scope="row">reached lesson 1</th><td class="num">2</td>' in text
+    by_day = http.get("/admin?by=day")
+    assert "Signups and confirmations per day" in by_day.text
+    assert 'Mar 02</th><td class="num">4</td><td class="num">4</td>' in by_day.text
+
+
+def test_overview_counts_are_cached_for_a_minute(
+    rt: Runtime, http: TestClient, clock: FrozenClock
+) -> None:
+    http.get("/admin")
+    add_subscriber(rt, "late@example.com")
+
+    assert '<span class="n">0</span> <span class="l">active</span>' in http.get("/admin").text
+    clock.advance(timedelta(seconds=61))
+    assert '<span class="n">1</span> <span class="l">active</span>' in http.get("/admin").text
+
+
+def test_pages_carry_a_strict_csp_and_no_store(http: TestClient) -> None:
+    page = http.get("/admin/course")
+
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert page.headers["cache-control"] == "no-store"
+    assert "<script>" not in page.text and "style=" not in page.text
+
+
+def test_the_course_lists_every_email_with_its_figures_and_check(
+    rt: Runtime, http: TestClient
+) -> None:
+    _people(rt)
+    run_tick(rt)
+
+    page = http.get("/admin/course")
+
+    assert page.status_code == 200
+    assert "Lesson check: every lesson passes." in page.text
+    for seq in rt.library.values():
+        for lesson in seq.lessons:
+            assert f'href="/admin/course/{seq.slug}/{lesson.position}"' in page.text
+    first = rt.course().lessons[0]
+    row = page.text.split(f'href="/admin/course/{rt.course().slug}/1"')[1].split("</tr>")[0]
+    assert '<td class="num">2</td>' in row  # sent
+    assert '<span class="badge ok">ok</span>' in row
+    assert first.subject.replace("'", "&#39;") in row
+
+
+def test_a_lesson_page_shows_the_preview_in_html_and_text(rt: Runtime, http: TestClient) -> None:
+    lesson = rt.course().lessons[1]
+
+    page = http.get(f"/admin/course/{rt.course().slug}/2")
+    frame = http.get(f"/admin/course/{rt.course().slug}/2/email.html")
+
+    assert page.status_code == frame.status_code == 200
+    assert f'src="/admin/course/{rt.course().slug}/2/email.html" sandbox=""' in page.text
+    assert "Hi Sam," in page.text  # the plain-text part, for the sample reader
+    assert lesson.preheader.replace("'", "&#39;") in page.text
+    csp = frame.headers["content-security-policy"]
+    assert "sandbox" in csp and "frame-ancestors 'self'" in csp and "script-src" not in csp
+    assert frame.headers["x-frame-options"] == "SAMEORIGIN"
+    assert "Hi Sam," in frame.text
+    assert "/t/o/" not in frame.text and "/t/c/" not in frame.text  # no tracking in previews
+    assert http.get(f"/admin/course/{rt.course().slug}/99").status_code == 404
+    assert http.get("/admin/course/nope/1").status_code == 404
+
+
+def test_the_course_page_reports_a_lesson_broken_on_disk(tmp_path: Path, rt: Runtime) -> None:
+    content = tmp_path / "content"
+    shutil.copytree(REPO / "content" / "lessons", content)
+    local = Runtime.build(
+        dashboard_settings(tmp_path, content_dir=content),
+        engine=rt.engine,
+        backend=rt.backend,
+        clock=rt.clock,
+    )
+    lesson = content / "glute-accelerator" / "03-load-through-length.md"
+    lesson.write_text(lesson.read_text() + "\n<b>raw html</b>\n")
+    http, _ = signed_in(local)
+
+    page = http.get("/admin/course")
+
+    assert "finds 1 problem(s)" in page.text
+    assert "raw HTML" in page.text
+    row = page.text.split('href="/admin/course/glute-accelerator/3"')[1].split("</tr>")[0]
+    assert "1 problem(s)" in row
+    assert "raw HTML" in http.get("/admin/course/glute-accelerator/3").text
+
+
+def test_subscribers_are_found_by_address_name_status_tag_and_course_state(
+    rt: Runtime, http: TestClient
+) -> None:
+    _people(rt)
+
+    def found(query: str) -> set[str]:
+        page = http.get(f"/admin/subscribers?{query}")
+        assert page.status_code == 200
+        return {e for e in ("ana@", "bob@", "cleo@", "dan@") if f">{e}" in page.text}
+
+    assert found("") == {"ana@", "bob@", "cleo@", "dan@"}
+    assert found("q=RUNCLUB") == {"cleo@"}
+    assert found("q=dan") == {"dan@"}  # by name or address
+    assert found("status=pending") == {"dan@"}
+    assert found("tag=trail") == {"cleo@"}
+    assert found("state=not_started") == {"dan@"}
+    assert found("state=in_course") == {"ana@", "cleo@"}
+    assert found("state=stopped") == {"bob@"}
+    assert found("q=nobody") == set()
+
+
+def test_the_subscriber_list_pages_by_id_without_offsets(rt: Runtime, http: TestClient) -> None:
+    now = rt.clock()
+    with rt.transaction() as session:
+        session.execute(
+            insert(Subscriber),
+            [
+                {"email": f"runner{n:03d}@example.com", "status": "active", "created_at": now}
+                for n in range(60)
+            ],
+        )
+
+    first = http.get("/admin/subscribers")
+    assert "runner049@" in first.text and "runner050@" not in first.text
+    link = first.text.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+    second = http.get(link.replace("&amp;", "&"))
+
+    assert "runner050@" in second.text and "runner059@" in second.text
+    assert "runner049@" not in second.text
+    assert 'rel="next"' not in second.text
+    assert "60 subscribers in all" in first.text
+
+
+def test_a_subscriber_page_shows_progress_timeline_and_consent(
+    rt: Runtime, http: TestClient
+) -> None:
+    sid = add_subscriber(rt, "ana@example.com", name="Ana")
+    with rt.transaction() as session:
+        session.add(
+            Consent(
+                subscriber_id=sid,
+                action="signup",
+                created_at=rt.clock(),
+                source="form",
+                ip="203.0.113.9",
+                user_agent="Firefox",
+                text="Yes, send me the course",
+            )
+        )
+    run_tick(rt)
+
+    page = http.get(f"/admin/subscribers/{sid}")
+
+    assert page.status_code == 200
+    assert "ana@example.com" in page.text
+    assert "1 of 7 emails" in page.text
+    assert "email <code>glute-accelerator/1</code>" in page.text
+    assert "203.0.113.9" in page.text and "Yes, send me the course" in page.text
+    assert http.get("/admin/subscribers/999999").status_code == 404
+
+
+def test_unsubscribe_from_the_dashboard_needs_the_token_and_records_it(
+    rt: Runtime, http: TestClient
+) -> None:
+    sid = add_subscriber(rt, "ana@example.com")
+    token = page_token(http.get(f"/admin/subscribers/{sid}").text)
+
+    refused = http.post(f"/admin/subscribers/{sid}/unsubscribe")
+    done = http.post(f"/admin/subscribers/{sid}/unsubscribe", data={"csrf_token": token})
+
+    assert refused.status_code == 403
+    assert done.status_code == 303
+    assert "Unsubscribed: no more emails" in http.get(done.headers["location"]).text
+    with rt.sessions() as session:
+        assert session.get(Subscriber, sid).status == "unsubscribed"  # type: ignore[union-attr]
+        consent = session.scalars(select(Consent).where(Consent.subscriber_id == sid)).one()
+        assert (consent.action, consent.source) == ("unsubscribe", "dashboard")
+
+
+def test_export_downloads_everything_stored_as_json(rt: Runtime, http: TestClient) -> None:
+    sid = add_subscriber(rt, "ana@example.com")
+
+    answer = http.get(f"/admin/subscribers/{sid}/export.json")
+
+    assert answer.status_code == 200
+    assert answer.headers["content-disposition"] == f'attachment; filename="subscriber-{sid}.json"'
+    data = json.loads(answer.text)
+    assert data["format"] == "drip-subscriber-export/1"
+    assert data["subscriber"]["email"] == "ana@example.com"
+
+
+def test_erase_asks_for_the_address_before_erasing(rt: Runtime, http: TestClient) -> None:
+    sid = add_subscriber(rt, "ana@example.com")
+    confirm = http.get(f"/admin/subscribers/{sid}/erase")
+    token = page_token(confirm.text)
+
+    wrong = http.post(
+        f"/admin/subscribers/{sid}/erase",
+        data={"csrf_token": token, "confirm_email": "someone@example.com"},
+    )
+    with rt.sessions() as session:
+        assert session.get(Subscriber, sid).email == "ana@example.com"  # type: ignore[union-attr]
+    right = http.post(
+        f"/admin/subscribers/{sid}/erase",
+        data={"csrf_token": token, "confirm_email": "Ana@Example.com "},
+    )
+
+    assert "This cannot be undone" in confirm.text
+    assert wrong.status_code == 422
+    assert "Nothing was erased" in wrong.text
+    assert right.status_code == 303
+    with rt.sessions() as session:
+        sub = session.get(Subscriber, sid)
+        assert sub is not None and sub.email is None and sub.status == "erased"
+    assert "Erased: the personal data is gone" in http.get(right.headers["location"]).text
+
+
+def test_static_files_are_versioned_and_cached(rt: Runtime) -> None:
+    http = client(rt)  # no session needed: the sign-in page uses the stylesheet
+    page = http.get("/admin/login")
+    href = page.text.split('rel="stylesheet" href="')[1].split('"')[0]
+
+    css = http.get(href)
+    again = http.get(href, headers={"If-None-Match": css.headers["etag"]})
+
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert "max-age" in css.headers["cache-control"]
+    assert again.status_code == 304
+    assert http.get("/admin/static/settings.py").status_code == 404
