@@ -6,25 +6,19 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import click
 
+from drip.cli_support import content_failure as _content_failure
+from drip.cli_support import runtime_or_exit as _runtime
+from drip.cli_support import settings_or_exit as _settings
 from drip.content import check_library, load_library
-from drip.errors import ContentError, SettingsError
-from drip.settings import Settings, get_settings
+from drip.errors import ContentError
+from drip.settings import Settings
 
 if TYPE_CHECKING:
     from drip.content import Sequence
-    from drip.runtime import Runtime
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except SettingsError as err:
-        click.echo(f"drip: {err}", err=True)
-        sys.exit(2)
 
 
 @click.group()
@@ -227,32 +221,11 @@ def deliveries_unknown() -> None:
     click.echo(f"{len(rows)} unknown deliveries", err=True)
 
 
-def _runtime() -> Runtime:
-    from drip.runtime import Runtime
-
-    settings = _settings()
-    try:
-        return Runtime.build(settings)
-    except ContentError as err:
-        _content_failure(err)
-
-
 def _library(settings: Settings) -> dict[str, Sequence]:
     try:
         return load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
     except ContentError as err:
         _content_failure(err)
-
-
-def _content_failure(err: ContentError) -> NoReturn:
-    for problem in err.problems:
-        click.echo(str(problem), err=True)
-    click.echo(
-        "drip: refusing to start: the content has problems (see above; "
-        "`drip lessons check` lists them)",
-        err=True,
-    )
-    sys.exit(1)
 
 
 def _exec_celery(args: list[str]) -> None:

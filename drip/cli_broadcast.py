@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import yaml
 
-from drip.errors import BackendError, ContentError, InvalidInput, SettingsError
+from drip.cli_support import runtime_or_exit as _runtime
+from drip.errors import BackendError, InvalidInput
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -34,22 +35,6 @@ if TYPE_CHECKING:
 
 FOLLOW_INTERVAL = 2.0
 _sleep: Callable[[float], None] = time.sleep  # tests replace it to drive a send between polls
-
-
-def _runtime() -> Runtime:
-    from drip.runtime import Runtime
-    from drip.settings import get_settings
-
-    try:
-        return Runtime.build(get_settings())
-    except SettingsError as err:
-        click.echo(f"drip: {err}", err=True)
-        sys.exit(2)
-    except ContentError as err:
-        for problem in err.problems:
-            click.echo(str(problem), err=True)
-        click.echo("drip: refusing to start: the content has problems", err=True)
-        sys.exit(1)
 
 
 def _fail(message: str, code: int) -> NoReturn:

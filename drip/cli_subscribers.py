@@ -9,26 +9,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from drip.errors import ContentError, InvalidInput, SettingsError
+from drip.cli_support import runtime_or_exit as _runtime
+from drip.errors import InvalidInput
 
 if TYPE_CHECKING:
     from drip.runtime import Runtime
-
-
-def _runtime() -> Runtime:
-    from drip.runtime import Runtime
-    from drip.settings import get_settings
-
-    try:
-        return Runtime.build(get_settings())
-    except SettingsError as err:
-        click.echo(f"drip: {err}", err=True)
-        sys.exit(2)
-    except ContentError as err:
-        for problem in err.problems:
-            click.echo(str(problem), err=True)
-        click.echo("drip: refusing to start: the content has problems", err=True)
-        sys.exit(1)
 
 
 @click.command()
