@@ -24,6 +24,7 @@ from drip.migrate import upgrade
 from drip.models import Base
 from drip.runtime import Runtime
 from drip.settings import Settings
+from tests.fakes.sendgrid_sink import SendGridSink
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parent.parent
@@ -108,6 +109,23 @@ def redis_url() -> str:
     except redis.RedisError as err:
         service_missing("Redis", err)
     return url
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[str]:
+    """The Redis test database as a Celery broker, emptied before and after the test."""
+    conn = redis.Redis.from_url(redis_url)
+    conn.flushdb()
+    yield redis_url
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def sink() -> Iterator[SendGridSink]:
+    """A local server answering like SendGrid, checking each request against the spec."""
+    with SendGridSink(validate=True) as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ SIGKILL mid-send resumes without duplicates, and two workers share one rate limi
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import Engine, func, select
 
 from drip.broadcasts.tick import broadcasts_tick
@@ -28,27 +26,12 @@ pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.redis]
 
 
 @pytest.fixture
-def broker(redis_url: str) -> Iterator[str]:
-    conn = redis.Redis.from_url(redis_url)
-    conn.flushdb()
-    yield redis_url
-    conn.flushdb()
-    conn.close()
-
-
-@pytest.fixture
 def pg_rt(pg_engine: Engine, tmp_path: Path) -> Runtime:
     """This side's runtime (creating subscribers, beat's ticks), on the real clock's time."""
     truncate_all(pg_engine)
     settings = make_settings(tmp_path)
     clock = FrozenClock(datetime.now(UTC))
     return Runtime.build(settings, engine=pg_engine, backend=MemoryBackend(), clock=clock)
-
-
-@pytest.fixture
-def sink() -> Iterator[SendGridSink]:
-    with SendGridSink(validate=True) as server:
-        yield server
 
 
 def _env(pg_engine: Engine, broker: str, sink: SendGridSink, **extra: str) -> dict[str, str]:

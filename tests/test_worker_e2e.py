@@ -8,12 +8,10 @@ checks each request against the Mail Send spec. The tick runs in this process, a
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import Engine, func, select
 
 from drip.claim import tick
@@ -30,15 +28,6 @@ pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.redis]
 
 
 @pytest.fixture
-def broker(redis_url: str) -> Iterator[str]:
-    conn = redis.Redis.from_url(redis_url)
-    conn.flushdb()
-    yield redis_url
-    conn.flushdb()
-    conn.close()
-
-
-@pytest.fixture
 def pg_rt(pg_engine: Engine, tmp_path: Path) -> Runtime:
     """A runtime on PostgreSQL for the test's own side (creating subscribers, ticking).
 
@@ -49,12 +38,6 @@ def pg_rt(pg_engine: Engine, tmp_path: Path) -> Runtime:
     clock = FrozenClock(datetime.now(UTC))
     settings = make_settings(tmp_path, send_batch_size=50)
     return Runtime.build(settings, engine=pg_engine, backend=MemoryBackend(), clock=clock)
-
-
-@pytest.fixture
-def sink() -> Iterator[SendGridSink]:
-    with SendGridSink(validate=True) as server:
-        yield server
 
 
 def _counts(rt: Runtime) -> Counter[str]:

@@ -47,6 +47,16 @@ def mask(email: str | None) -> str:
     return f"{local[:1]}•••@{domain}"
 
 
+async def _limited_form(request: Request, limit: int) -> dict[str, str] | Response:
+    """The posted form, or the refusal to answer with (not a form, or over the rate limit)."""
+    try:
+        fields = await read_form(request)
+    except NotAForm:
+        return not_a_form(request)
+    limited = await rate_limited(request, "signup", limit)
+    return limited if limited is not None else fields
+
+
 @router.get("/")
 @router.get("/signup")
 def signup_form(request: Request) -> Response:
@@ -56,13 +66,9 @@ def signup_form(request: Request) -> Response:
 @router.post("/subscribe")
 async def subscribe(request: Request) -> Response:
     rt = _rt(request)
-    try:
-        fields = await read_form(request)
-    except NotAForm:
-        return not_a_form(request)
-    limited = await rate_limited(request, "signup", rt.settings.signup_rate_limit)
-    if limited is not None:
-        return limited
+    fields = await _limited_form(request, rt.settings.signup_rate_limit)
+    if isinstance(fields, Response):
+        return fields
     thanks = rt.settings.thank_you_url or str(request.url_for("thanks"))
     if fields.get(HONEYPOT, "").strip():
         log.info("honeypot filled: signup ignored")
@@ -107,13 +113,9 @@ def confirm_link(request: Request, token: str) -> Response:
 @router.post("/confirm/resend")
 async def confirm_resend(request: Request) -> Response:
     rt = _rt(request)
-    try:
-        fields = await read_form(request)
-    except NotAForm:
-        return not_a_form(request)
-    limited = await rate_limited(request, "signup", rt.settings.signup_rate_limit)
-    if limited is not None:
-        return limited
+    fields = await _limited_form(request, rt.settings.signup_rate_limit)
+    if isinstance(fields, Response):
+        return fields
     try:
         email = normalize_address(fields.get("email"))
     except InvalidInput as err:
