@@ -108,3 +108,33 @@ def peak_rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def cpu_seconds_by_group(groups: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each group of live processes, from /proc.
+
+    Also ``postgres``: every PostgreSQL server process. Take it before and after a run and
+    subtract: what each part of the path costs, on a machine where they all share two cores.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: int) -> float:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    out = {name: sum(used(pid) for pid in pids) for name, pids in groups.items()}
+    postgres = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith("postgres"):
+                postgres += used(int(entry))
+    out["postgres"] = postgres
+    return out

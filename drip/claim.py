@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from drip import engine_state
+from drip.db import int_array, text_array, timestamp_array
 from drip.enrollments import due_after_send
 from drip.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from drip.runtime import Runtime
@@ -56,6 +57,15 @@ class Claim:
     processed: int  # enrollments claimed, including any whose delivery row existed already
 
 
+@dataclass(frozen=True)
+class _Step:
+    """What claiming does to every enrollment at one (sequence, position, time zone)."""
+
+    lesson: int | None  # the lesson to send now, or None: nothing left (sequence shortened)
+    next_send_at: datetime | None  # None: the enrollment is completed by this claim
+    follow_on: dict[str, object] | None  # the enrollment to create on completion
+
+
 def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim:
     """Claim up to ``limit`` due enrollments, write their deliveries and advance them."""
     rows = session.execute(
@@ -74,140 +84,158 @@ def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim
     ).all()
     if not rows:
         return Claim([], 0, 0)
-    fallback = rt.settings.default_timezone
-    deliveries: list[dict[str, object]] = []
-    updates: list[dict[str, object]] = []
+    # Everyone at the same sequence, position and zone gets the same step: computed once each
+    # (a chunk holds a handful of combinations, not thousands).
+    steps: dict[tuple[str, int, str | None], _Step] = {}
+    deliveries: list[tuple[int, str, int]] = []  # (subscriber_id, sequence, position)
+    advanced: list[tuple[int, int, datetime | None]] = []  # (enrollment id, position, next)
     follow_ons: list[dict[str, object]] = []
     for enrollment_id, subscriber_id, slug, position, zone in rows:
-        sequence = rt.library.get(slug)
-        nxt = position + 1
-        if sequence is None or sequence.lesson_at(nxt) is None:
-            # The sequence was removed or shortened since: nothing left to send.
-            updates.append(_done(enrollment_id, position, now, EnrollmentStatus.COMPLETED))
+        step = steps.get((slug, position, zone))
+        if step is None:
+            step = steps[(slug, position, zone)] = _step(rt, slug, position, zone, now)
+        if step.lesson is None:
+            advanced.append((enrollment_id, position, None))
             continue
-        deliveries.append(
-            {
-                "subscriber_id": subscriber_id,
-                "message_key": f"{slug}/{nxt}",
-                "kind": "lesson",
-                "sequence": slug,
-                "position": nxt,
-                "status": DeliveryStatus.QUEUED,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        if nxt < sequence.length:
-            updates.append(
-                {
-                    "id": enrollment_id,
-                    "position": nxt,
-                    "last_sent_at": now,
-                    "next_send_at": due_after_send(sequence, nxt + 1, now, zone, fallback),
-                    "status": EnrollmentStatus.ACTIVE,
-                    "completed_at": None,
-                }
-            )
-            continue
-        updates.append(_done(enrollment_id, nxt, now, EnrollmentStatus.COMPLETED))
-        follow_on = rt.library.get(sequence.on_complete or "")
-        if follow_on is not None:
-            # Entered on completion: never the same local day as the last lesson.
-            due = (
-                now
-                if follow_on.first_lesson_immediately
-                else due_after_send(follow_on, 1, now, zone, fallback)
-            )
-            follow_ons.append(
-                {
-                    "subscriber_id": subscriber_id,
-                    "sequence": follow_on.slug,
-                    "position": 0,
-                    "status": EnrollmentStatus.ACTIVE,
-                    "next_send_at": due,
-                    "enrolled_at": now,
-                }
-            )
+        deliveries.append((subscriber_id, slug, step.lesson))
+        advanced.append((enrollment_id, step.lesson, step.next_send_at))
+        if step.follow_on is not None:
+            follow_ons.append({**step.follow_on, "subscriber_id": subscriber_id})
     ids = _insert_deliveries(session, deliveries, now)
-    _advance(session, updates)
+    _advance(session, advanced, now)
     if follow_ons:
         stmt = dialect_insert(session, Enrollment).on_conflict_do_nothing(
             index_elements=["subscriber_id", "sequence"]
         )
         session.execute(stmt, follow_ons)
-    completed = sum(1 for u in updates if u["status"] == EnrollmentStatus.COMPLETED)
+    completed = sum(1 for _, _, due in advanced if due is None)
     return Claim(ids, completed, len(rows))
 
 
+def _step(rt: Runtime, slug: str, position: int, zone: str | None, now: datetime) -> _Step:
+    sequence = rt.library.get(slug)
+    nxt = position + 1
+    if sequence is None or sequence.lesson_at(nxt) is None:
+        # The sequence was removed or shortened since: nothing left to send.
+        return _Step(None, None, None)
+    fallback = rt.settings.default_timezone
+    if nxt < sequence.length:
+        return _Step(nxt, due_after_send(sequence, nxt + 1, now, zone, fallback), None)
+    follow_on = rt.library.get(sequence.on_complete or "")
+    if follow_on is None:
+        return _Step(nxt, None, None)
+    # Entered on completion: never the same local day as the last lesson.
+    due = (
+        now
+        if follow_on.first_lesson_immediately
+        else due_after_send(follow_on, 1, now, zone, fallback)
+    )
+    enrollment: dict[str, object] = {
+        "sequence": follow_on.slug,
+        "position": 0,
+        "status": EnrollmentStatus.ACTIVE,
+        "next_send_at": due,
+        "enrolled_at": now,
+    }
+    return _Step(nxt, None, enrollment)
+
+
 # On PostgreSQL a chunk is written with one small statement over arrays: compiling and parsing a
-# thousand-row VALUES list costs more than the work itself (measured in bench/dispatch.py).
+# thousand-row VALUES list costs more than the work itself (measured in bench/dispatch.py). The
+# arrays travel as text literals (drip.db.int_array): the driver's list adapter runs a regex
+# per element, which made it the tick's largest Python cost.
 _INSERT_DELIVERIES_PG = text(
     """
     INSERT INTO deliveries (subscriber_id, message_key, kind, sequence, position, status,
                             attempts, created_at, updated_at)
-    SELECT v.subscriber_id, v.message_key, 'lesson', v.sequence, v.position, 'queued', 0,
-           :now, :now
+    SELECT v.subscriber_id, v.sequence || '/' || v.position, 'lesson', v.sequence, v.position,
+           'queued', 0, :now, :now
     FROM unnest(
-        CAST(:subscriber_id AS bigint[]), CAST(:message_key AS varchar[]),
-        CAST(:sequence AS varchar[]), CAST(:position AS integer[])
-    ) AS v(subscriber_id, message_key, sequence, position)
+        CAST(:subscriber_id AS bigint[]), CAST(:sequence AS varchar[]),
+        CAST(:position AS integer[])
+    ) AS v(subscriber_id, sequence, position)
     ON CONFLICT (subscriber_id, message_key) DO NOTHING
     RETURNING id
     """
 )
 
+# next_send_at NULL means the claim completed the enrollment.
 _ADVANCE_PG = text(
     """
     UPDATE enrollments AS e
-    SET position = v.position, next_send_at = v.next_send_at, status = v.status,
-        last_sent_at = v.last_sent_at, completed_at = v.completed_at
+    SET position = v.position, next_send_at = v.next_send_at, last_sent_at = :now,
+        status = CASE WHEN v.next_send_at IS NULL THEN 'completed' ELSE 'active' END,
+        completed_at = CASE WHEN v.next_send_at IS NULL THEN CAST(:now AS timestamptz) END
     FROM unnest(
-        CAST(:id AS bigint[]), CAST(:position AS integer[]),
-        CAST(:next_send_at AS timestamptz[]), CAST(:status AS varchar[]),
-        CAST(:last_sent_at AS timestamptz[]), CAST(:completed_at AS timestamptz[])
-    ) AS v(id, position, next_send_at, status, last_sent_at, completed_at)
+        CAST(:id AS bigint[]), CAST(:position AS integer[]), CAST(:next_send_at AS timestamptz[])
+    ) AS v(id, position, next_send_at)
     WHERE e.id = v.id
     """
 )
 
 
 def _insert_deliveries(
-    session: Session, deliveries: list[dict[str, object]], now: datetime
+    session: Session, deliveries: list[tuple[int, str, int]], now: datetime
 ) -> list[int]:
     """Write queued lesson deliveries, skipping any that exist; returns the new ids."""
     if not deliveries:
         return []
+    subscriber_ids, slugs, positions = zip(*deliveries, strict=True)
     if session.get_bind().dialect.name == "postgresql":
-        columns = ("subscriber_id", "message_key", "sequence", "position")
-        params: dict[str, object] = {c: [d[c] for d in deliveries] for c in columns}
-        params["now"] = now
+        params = {
+            "subscriber_id": int_array(subscriber_ids),
+            "sequence": text_array(slugs),
+            "position": int_array(positions),
+            "now": now,
+        }
         return list(session.scalars(_INSERT_DELIVERIES_PG, params))
     stmt = sqlite.insert(Delivery).on_conflict_do_nothing(
         index_elements=["subscriber_id", "message_key"]
     )
-    return list(session.scalars(stmt.returning(Delivery.id), deliveries))
+    rows = [
+        {
+            "subscriber_id": subscriber_id,
+            "message_key": f"{slug}/{position}",
+            "kind": "lesson",
+            "sequence": slug,
+            "position": position,
+            "status": DeliveryStatus.QUEUED,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for subscriber_id, slug, position in deliveries
+    ]
+    return list(session.scalars(stmt.returning(Delivery.id), rows))
 
 
-def _advance(session: Session, updates: list[dict[str, object]]) -> None:
-    """Apply the per-enrollment changes: one statement on PostgreSQL, executemany elsewhere."""
-    if not updates:
+def _advance(
+    session: Session, advanced: list[tuple[int, int, datetime | None]], now: datetime
+) -> None:
+    """Move each enrollment on: one statement on PostgreSQL, executemany elsewhere."""
+    if not advanced:
         return
     if session.get_bind().dialect.name == "postgresql":
-        columns = ("id", "position", "next_send_at", "status", "last_sent_at", "completed_at")
-        session.execute(_ADVANCE_PG, {c: [u[c] for u in updates] for c in columns})
-    else:
-        session.execute(update(Enrollment), updates)
-
-
-def _done(enrollment_id: int, position: int, now: datetime, status: str) -> dict[str, object]:
-    return {
-        "id": enrollment_id,
-        "position": position,
-        "last_sent_at": now,
-        "next_send_at": None,
-        "status": status,
-        "completed_at": now,
-    }
+        ids, positions, dues = zip(*advanced, strict=True)
+        params = {
+            "id": int_array(ids),
+            "position": int_array(positions),
+            "next_send_at": timestamp_array(dues),
+            "now": now,
+        }
+        session.execute(_ADVANCE_PG, params)
+        return
+    updates = [
+        {
+            "id": enrollment_id,
+            "position": position,
+            "last_sent_at": now,
+            "next_send_at": due,
+            "status": EnrollmentStatus.ACTIVE if due is not None else EnrollmentStatus.COMPLETED,
+            "completed_at": None if due is not None else now,
+        }
+        for enrollment_id, position, due in advanced
+    ]
+    session.execute(update(Enrollment), updates)
 
 
 def reap(

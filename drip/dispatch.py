@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from drip import engine_state
 from drip.broadcasts.message import broadcast_message
-from drip.db import one_of
+from drip.db import int_array, one_of, text_array
 from drip.engagement import count_sent
 from drip.enrollments import stop_enrollments
 from drip.errors import PermanentBackendError, TransientBackendError
@@ -38,8 +38,8 @@ from drip.render import RecipientData, recipient_substitutions, unsubscribe_head
 from drip.runtime import Runtime
 from drip.suppress import hash_with, listed_hashes, salt
 from drip.tokens import expiring_token
-from drip.tracking.links import with_tracking
-from drip.tracking.tokens import signer_for
+from drip.tracking.links import tracking_substitutions
+from drip.tracking.tokens import TrackingSigner, signer_for
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +78,22 @@ def send_deliveries(rt: Runtime, ids: Sequence[int], now: datetime) -> SendRepor
         rows = _claim(session, ids, now)
         report.not_queued = len(set(ids)) - len(rows)
         ready = _apply_exit_conditions(rt, session, rows, report, now)
-    by_message: dict[str, list[tuple[Row[Any], Recipient]]] = defaultdict(list)
-    for row, recipient in ready:
-        by_message[row.message_key].append((row, recipient))
-    for key, items in by_message.items():
+    by_message: dict[str, list[tuple[Row[Any], Row[Any]]]] = defaultdict(list)
+    for row, sub in ready:
+        by_message[row.message_key].append((row, sub))
+    for key, pairs in by_message.items():
         try:
-            message = _message_for(rt, key, items[0][0].kind)
+            message = _message_for(rt, key, pairs[0][0].kind)
         except Exception as err:  # a broken message must not leave rows stuck in "sending"
             log.exception("cannot render %s", key)
-            failures = [
-                SendResult(r.delivery_id, False, error=f"render failed: {err}") for _, r in items
-            ]
-            _record(rt, failures, {row.id: row.attempts for row, _ in items}, report, now)
+            error = f"render failed: {err}"
+            failures = [SendResult(row.id, False, error=error) for row, _ in pairs]
+            _record(rt, failures, {row.id: row.attempts for row, _ in pairs}, report, now)
             continue
+        signer = None
         if message.links or message.open_tracking:  # signed open/click URLs per recipient
             signer = signer_for(rt.secret, rt.settings.public_url)
-            items = [(row, with_tracking(signer, message, r)) for row, r in items]
+        items = [(row, _recipient(rt, row, sub, now, message, signer)) for row, sub in pairs]
         size = rt.backend.max_batch
         for start in range(0, len(items), size):
             _send_batch(rt, message, items[start : start + size], report, now)
@@ -153,7 +153,8 @@ def _apply_exit_conditions(
     rows: list[Row[Any]],
     report: SendReport,
     now: datetime,
-) -> list[tuple[Row[Any], Recipient]]:
+) -> list[tuple[Row[Any], Row[Any]]]:
+    """The rows that may be sent, each with its subscriber; the others marked ``skipped``."""
     subs = {
         s.id: s
         for s in session.execute(
@@ -185,14 +186,21 @@ def _apply_exit_conditions(
                     session, row.subscriber_id, reason or "erased", sequence=row.sequence
                 )
             continue
-        ready.append((row, _recipient(rt, row, sub, now)))
+        ready.append((row, sub))
     if skipped:
         session.execute(update(Delivery), skipped)
     report.skipped += len(skipped)
     return ready
 
 
-def _recipient(rt: Runtime, row: Row[Any], sub: Row[Any], now: datetime) -> Recipient:
+def _recipient(
+    rt: Runtime,
+    row: Row[Any],
+    sub: Row[Any],
+    now: datetime,
+    message: Message,
+    signer: TrackingSigner | None,
+) -> Recipient:
     unsubscribe = rt.unsubscribe_url(sub.id)
     confirm = ""
     if row.kind == "confirm":
@@ -201,11 +209,14 @@ def _recipient(rt: Runtime, row: Row[Any], sub: Row[Any], now: datetime) -> Reci
     data = RecipientData(
         first_name=sub.first_name, unsubscribe_url=unsubscribe, confirm_url=confirm
     )
+    substitutions = recipient_substitutions(data)
+    if signer is not None:
+        substitutions.update(tracking_substitutions(signer, message, row.id))
     return Recipient(
         delivery_id=row.id,
         email=sub.email,
         name=sub.first_name,
-        substitutions=recipient_substitutions(data),
+        substitutions=substitutions,
         headers=unsubscribe_headers(unsubscribe),
         time_zone=sub.time_zone,
     )
@@ -247,20 +258,31 @@ def _send_batch(
     _record(rt, results, attempts, report, now, message_keys=keys)
 
 
-_RECORD_PG = text(
+# The outcomes of a SendGrid batch are few (one provider message id per request, one error per
+# failed request): one UPDATE per distinct outcome, its ids as one array literal. Backends that
+# give each email its own id (SMTP, the outbox) take one UPDATE over arrays instead.
+_RECORD_ONE_OUTCOME_PG = text(
+    """
+    UPDATE deliveries
+    SET status = :status, provider_message_id = :provider_message_id, error = :error,
+        sent_at = :sent_at, backend = :backend, updated_at = :now
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+    """
+)
+_RECORD_MANY_OUTCOMES_PG = text(
     """
     UPDATE deliveries AS d
     SET status = v.status, provider_message_id = v.provider_message_id, error = v.error,
-        sent_at = v.sent_at, backend = :backend, updated_at = :now
+        sent_at = CASE WHEN v.status = 'sent' THEN CAST(:now AS timestamptz) END,
+        backend = :backend, updated_at = :now
     FROM unnest(
-        CAST(:id AS bigint[]), CAST(:status AS varchar[]),
-        CAST(:provider_message_id AS varchar[]), CAST(:error AS text[]),
-        CAST(:sent_at AS timestamptz[])
-    ) AS v(id, status, provider_message_id, error, sent_at)
+        CAST(:ids AS bigint[]), CAST(:status AS varchar[]),
+        CAST(:provider_message_id AS varchar[]), CAST(:error AS text[])
+    ) AS v(id, status, provider_message_id, error)
     WHERE d.id = v.id
     """
 )
-_RECORD_COLUMNS = ("id", "status", "provider_message_id", "error", "sent_at")
+_FEW_OUTCOMES = 4
 
 
 def _record(
@@ -273,7 +295,7 @@ def _record(
 ) -> None:
     """Store each result: sent, failed, or queued again for a retry while attempts remain."""
     limit = rt.settings.max_send_retries + 1
-    changes: list[dict[str, object]] = []
+    changes: list[dict[str, Any]] = []
     last_error = None
     for res in results:
         change: dict[str, object] = {
@@ -299,8 +321,7 @@ def _record(
     report.sent += ok
     with rt.transaction() as session:
         if session.get_bind().dialect.name == "postgresql":
-            params: dict[str, object] = {c: [ch[c] for ch in changes] for c in _RECORD_COLUMNS}
-            session.execute(_RECORD_PG, {**params, "backend": rt.backend.name, "now": now})
+            _record_pg(session, changes, rt.backend.name, now)
         else:
             extra = {"backend": rt.backend.name, "updated_at": now}
             session.execute(update(Delivery), [{**ch, **extra} for ch in changes])
@@ -317,3 +338,38 @@ def _record(
     if reason:
         log.error("sending paused: %s", reason)
         report.paused = reason
+
+
+def _record_pg(
+    session: Session, changes: list[dict[str, Any]], backend: str, now: datetime
+) -> None:
+    outcomes: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for ch in changes:
+        outcome = (ch["status"], ch["provider_message_id"], ch["error"], ch["sent_at"])
+        outcomes[outcome].append(ch["id"])
+        if len(outcomes) > _FEW_OUTCOMES:
+            break
+    if len(outcomes) <= _FEW_OUTCOMES:
+        for (status, message_id, error, sent_at), ids in outcomes.items():
+            params = {
+                "ids": int_array(ids),
+                "status": status,
+                "provider_message_id": message_id,
+                "error": error,
+                "sent_at": sent_at,
+                "backend": backend,
+                "now": now,
+            }
+            session.execute(_RECORD_ONE_OUTCOME_PG, params)
+        return
+    session.execute(
+        _RECORD_MANY_OUTCOMES_PG,
+        {
+            "ids": int_array(ch["id"] for ch in changes),
+            "status": text_array(ch["status"] for ch in changes),
+            "provider_message_id": text_array(ch["provider_message_id"] for ch in changes),
+            "error": text_array(ch["error"] for ch in changes),
+            "backend": backend,
+            "now": now,
+        },
+    )

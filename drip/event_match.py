@@ -91,6 +91,7 @@ def _by_message_id(session: Session, events: list[Event]) -> None:
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(
+            Delivery.provider_message_id.is_not(None),  # the partial index's condition
             one_of(Delivery.provider_message_id, ids, session),
             one_of(Subscriber.email, emails, session),
         )

@@ -227,7 +227,7 @@ class Delivery(Base):
     )
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
     backend: Mapped[str | None] = mapped_column(String(16))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -244,6 +244,13 @@ class Delivery(Base):
             "updated_at",
             postgresql_where=text("status IN ('queued', 'sending')"),
             sqlite_where=text("status IN ('queued', 'sending')"),
+        ),
+        # Rows waiting or in flight have no provider id yet: left out (migration 0006).
+        Index(
+            "ix_deliveries_provider_message_id",
+            "provider_message_id",
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+            sqlite_where=text("provider_message_id IS NOT NULL"),
         ),
         Index(
             "ix_deliveries_broadcast",

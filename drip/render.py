@@ -61,6 +61,12 @@ class RecipientData:
     open_pixel_url: str = ""
 
 
+_MARKERS = tuple(
+    (name, f"%%{placeholder}%%", f"%%{placeholder}.t%%")
+    for name, placeholder in RECIPIENT_FIELDS.items()
+)
+
+
 def recipient_substitutions(data: RecipientData) -> dict[str, str]:
     """Placeholder -> value for one recipient: escaped for HTML, raw for text and subject."""
     values = {
@@ -70,9 +76,10 @@ def recipient_substitutions(data: RecipientData) -> dict[str, str]:
         "open_pixel_url": data.open_pixel_url,
     }
     subs: dict[str, str] = {}
-    for name, value in values.items():
-        subs[html_marker(name)] = html.escape(value, quote=True)
-        subs[text_marker(name)] = value
+    for name, in_html, in_text in _MARKERS:  # runs per recipient: markers built once above
+        value = values[name]
+        subs[in_html] = html.escape(value, quote=True) if value else value
+        subs[in_text] = value
     return subs
 
 

@@ -8,8 +8,6 @@ derived from ``DRIP_SECRET_KEY`` on purpose: rotating that key must not un-suppr
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Iterable
 
@@ -18,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from drip.db import one_of
+from drip.macs import prekeyed
 from drip.models import EngineState, Suppression, utcnow
 
 SALT_KEY = "suppression_salt"
@@ -60,7 +59,8 @@ def email_hash(session: Session, email: str) -> str:
 
 
 def hash_with(key: bytes, email: str) -> str:
-    return hmac.new(key, normalize_email(email).encode(), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 of the normalized address under the installation's salt, in hex."""
+    return prekeyed(key).hexdigest(normalize_email(email).encode())
 
 
 def suppressed_hashes(session: Session, emails: Iterable[str]) -> set[str]:

@@ -65,7 +65,10 @@ def _mailbox(email: str, name: str = "", *, quote_specials: bool = False) -> dic
     return box
 
 
-def _personalization(message: Message, recipient: Recipient) -> dict[str, Any]:
+def _personalization(
+    message: Message, recipient: Recipient, subject_keys: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """One recipient's personalization; ``subject_keys``: placeholders found in the subject."""
     p: dict[str, Any] = {
         "to": [_mailbox(recipient.email, recipient.name, quote_specials=True)],
         # Non-PII only: SendGrid keeps custom_args long-term; they come back in every event.
@@ -74,28 +77,37 @@ def _personalization(message: Message, recipient: Recipient) -> dict[str, Any]:
             "message_key": message.message_key,
         },
     }
-    if recipient.substitutions:
-        # A value that lands in the subject must not carry a line break into a header.
-        p["substitutions"] = {
-            key: clean_header_value(str(value)) if key in message.subject else str(value)
-            for key, value in recipient.substitutions.items()
-        }
+    subs = recipient.substitutions
+    if subs:
+        if not subject_keys.isdisjoint(subs):
+            # A value that lands in the subject must not carry a line break into a header.
+            subs = {**subs, **{k: clean_header_value(subs[k]) for k in subject_keys if k in subs}}
+        p["substitutions"] = subs if isinstance(subs, dict) else dict(subs)
     if recipient.headers:
         p["headers"] = {k: clean_header_value(v) for k, v in recipient.headers.items()}
     return p
+
+
+def _subject_keys(message: Message, recipients: Sequence[Recipient]) -> frozenset[str]:
+    """The placeholders of any of ``recipients`` that appear in the subject (found once)."""
+    keys: set[str] = set()
+    for recipient in recipients:
+        keys.update(recipient.substitutions)
+    return frozenset(key for key in keys if key in message.subject)
 
 
 def build_body(
     message: Message, recipients: Sequence[Recipient], *, sandbox: bool
 ) -> dict[str, Any]:
     """The Mail Send JSON body for one request (``recipients`` already split)."""
+    subject_keys = _subject_keys(message, recipients)
     content = [
         {"type": mime_type, "value": value}
         for mime_type, value in (("text/plain", message.text), ("text/html", message.html))
         if value  # SendGrid rejects an empty value; text/plain must come first
     ]
     body: dict[str, Any] = {
-        "personalizations": [_personalization(message, r) for r in recipients],
+        "personalizations": [_personalization(message, r, subject_keys) for r in recipients],
         "from": _mailbox(message.from_email, message.from_name),
         "subject": clean_header_value(message.subject),
         "content": content,

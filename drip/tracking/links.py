@@ -10,8 +10,8 @@ unsubscribe links are never tracked.
 The plain-text part keeps the original URLs: a reader sees where a link goes, and text clicks
 are simply not counted (HTML is what nearly every client shows).
 
-:func:`with_tracking` runs per recipient in the send path: one HMAC per link and one for the
-pixel (see :mod:`drip.tracking.tokens`), no parsing.
+:func:`tracking_substitutions` runs per recipient in the send path: one HMAC per link and one
+for the pixel (see :mod:`drip.tracking.tokens`), no parsing.
 """
 
 from __future__ import annotations

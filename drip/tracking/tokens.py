@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from functools import lru_cache
 
+from drip.macs import PrekeyedHmac
 from drip.tokens import BadToken
 
 SIG_BYTES = 16  # 128 bits: unforgeable, and 22 characters in a link
@@ -36,29 +36,6 @@ def _unb64(text: str) -> bytes:
         raise BadToken("invalid link") from err
 
 
-class _HmacSha256:
-    """HMAC-SHA256 with one key, the pads hashed once (RFC 2104).
-
-    Bit for bit what :func:`hmac.digest` returns; but OpenSSL 3 sets up a new HMAC context on
-    every call (4 µs here), while copying two pre-keyed SHA-256 states costs under 1 µs, and this
-    runs several times per email at 10,000 emails/s.
-    """
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def digest(self, message: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
-
-
 def _number(text: str) -> int:
     if not (0 < len(text) <= _MAX_ID and text.isascii() and text.isdigit()):
         raise BadToken("invalid link")
@@ -70,8 +47,8 @@ class TrackingSigner:
 
     def __init__(self, secret: str, public_url: str) -> None:
         master = secret.encode()
-        self._open_mac = _HmacSha256(hmac.digest(master, b"drip/tracking/open", "sha256"))
-        self._click_mac = _HmacSha256(hmac.digest(master, b"drip/tracking/click", "sha256"))
+        self._open_mac = PrekeyedHmac(hmac.digest(master, b"drip/tracking/open", "sha256"))
+        self._click_mac = PrekeyedHmac(hmac.digest(master, b"drip/tracking/click", "sha256"))
         self.public_url = public_url.rstrip("/")
         self._open_prefix = f"{self.public_url}/t/o/"
         self._click_prefix = f"{self.public_url}/t/c/"

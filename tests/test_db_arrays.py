@@ -1,0 +1,43 @@
+"""Array literals for PostgreSQL parameters: what goes in comes back out, exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, text
+
+from drip.db import int_array, text_array, timestamp_array
+
+
+def test_an_integer_array_round_trips(pg_engine: Engine) -> None:
+    values = [1, 0, -5, 9_223_372_036_854_775_807]
+    with pg_engine.connect() as conn:
+        back = conn.scalar(text("SELECT CAST(:v AS bigint[])"), {"v": int_array(values)})
+    assert back == values
+
+
+def test_anything_but_integers_is_refused_before_it_reaches_sql() -> None:
+    with pytest.raises(ValueError):
+        int_array(["1}, {2"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    "value", ["plain", 'with "quotes"', "back\\slash", "comma, brace } {", "", "NULL", "é ü"]
+)
+def test_a_text_array_round_trips_any_string(pg_engine: Engine, value: str) -> None:
+    values = [value, None, "x"]
+    with pg_engine.connect() as conn:
+        back = conn.scalar(text("SELECT CAST(:v AS text[])"), {"v": text_array(values)})
+    assert back == values
+
+
+def test_a_timestamp_array_round_trips_aware_datetimes(pg_engine: Engine) -> None:
+    values = [
+        datetime(2026, 3, 8, 7, 0, tzinfo=UTC),
+        None,
+        datetime(2026, 11, 1, 1, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5))),
+    ]
+    with pg_engine.connect() as conn:
+        back = conn.scalar(text("SELECT CAST(:v AS timestamptz[])"), {"v": timestamp_array(values)})
+    assert back == values
