@@ -114,8 +114,18 @@ def int_array(values: Iterable[int]) -> str:
 
 
 def timestamp_array(values: Iterable[datetime | None]) -> str:
-    """``{2026-03-08T12:00:00+00:00,NULL}``: aware datetimes in ISO form, ``None`` as NULL."""
-    return "{" + ",".join("NULL" if v is None else v.isoformat() for v in values) + "}"
+    """``{2026-03-08T12:00:00+00:00,NULL}``: aware datetimes in ISO form, ``None`` as NULL.
+
+    A naive datetime raises ValueError, as the models do: the server would read it in its own
+    time zone.
+    """
+    return "{" + ",".join("NULL" if v is None else _aware_iso(v) for v in values) + "}"
+
+
+def _aware_iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: drip stores aware datetimes only")
+    return value.isoformat()
 
 
 def text_array(values: Iterable[str | None]) -> str:

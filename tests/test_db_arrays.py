@@ -32,6 +32,11 @@ def test_a_text_array_round_trips_any_string(pg_engine: Engine, value: str) -> N
     assert back == values
 
 
+def test_a_naive_datetime_is_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        timestamp_array([datetime(2026, 3, 8, 7, 0)])
+
+
 def test_a_timestamp_array_round_trips_aware_datetimes(pg_engine: Engine) -> None:
     values = [
         datetime(2026, 3, 8, 7, 0, tzinfo=UTC),
