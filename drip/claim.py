@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from drip import engine_state
-from drip.db import int_array, text_array, timestamp_array
+from drip.db import int_array, is_postgres, text_array, timestamp_array
 from drip.enrollments import due_after_send
 from drip.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from drip.runtime import Runtime
@@ -45,7 +45,7 @@ def dialect_insert(
     session: Session, table: type[Delivery] | type[Enrollment]
 ) -> postgresql.Insert | sqlite.Insert:
     """INSERT with ON CONFLICT support on both databases."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         return postgresql.insert(table)
     return sqlite.insert(table)
 
@@ -181,7 +181,7 @@ def _insert_deliveries(
     if not deliveries:
         return []
     subscriber_ids, slugs, positions = zip(*deliveries, strict=True)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         params = {
             "subscriber_id": int_array(subscriber_ids),
             "sequence": text_array(slugs),
@@ -214,7 +214,7 @@ def _advance(
     """Move each enrollment on: one statement on PostgreSQL, executemany elsewhere."""
     if not advanced:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         ids, positions, dues = zip(*advanced, strict=True)
         params = {
             "id": int_array(ids),

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from drip import engine_state
 from drip.broadcasts.message import broadcast_message
-from drip.db import int_array, one_of, text_array
+from drip.db import int_array, is_postgres, one_of, text_array
 from drip.engagement import count_sent
 from drip.enrollments import stop_enrollments
 from drip.errors import PermanentBackendError, TransientBackendError
@@ -320,7 +320,7 @@ def _record(
     ok = sum(1 for res in results if res.ok)
     report.sent += ok
     with rt.transaction() as session:
-        if session.get_bind().dialect.name == "postgresql":
+        if is_postgres(session):
             _record_pg(session, changes, rt.backend.name, now)
         else:
             extra = {"backend": rt.backend.name, "updated_at": now}

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import replace
 
-from drip.esp.base import Message, Recipient
+from drip.esp.base import Message
 from drip.tracking.tokens import TrackingSigner
 
 PIXEL_HTML = "%%openpixelurl%%"
@@ -70,12 +69,3 @@ def tracking_substitutions(
         subs[PIXEL_HTML] = html.escape(pixel)
         subs[PIXEL_TEXT] = pixel
     return subs
-
-
-def with_tracking(signer: TrackingSigner, message: Message, recipient: Recipient) -> Recipient:
-    """``recipient`` with its tracking substitutions added (a new object; inputs unchanged)."""
-    if not message.links and not message.open_tracking:
-        return recipient
-    subs = dict(recipient.substitutions)
-    subs.update(tracking_substitutions(signer, message, recipient.delivery_id))
-    return replace(recipient, substitutions=subs)
