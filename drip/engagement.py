@@ -22,10 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from drip.db import one_of
 from drip.models import (
     Delivery,
     DeliveryEngagement,
@@ -213,36 +214,65 @@ def credit_unsubscribe(session: Session, subscriber_id: int, at: datetime) -> in
     ``unsubscribed`` event (provider "drip", what :func:`rebuild` counts) and bumps the email's
     counter once per email. Returns the credited delivery id (None: we never mailed them).
     """
-    last = session.execute(
-        select(Delivery.id, Delivery.message_key)
+    return credit_unsubscribes(session, [subscriber_id], at).get(subscriber_id)
+
+
+def credit_unsubscribes(
+    session: Session, subscriber_ids: Iterable[int], at: datetime
+) -> dict[int, int]:
+    """:func:`credit_unsubscribe` for many subscribers at once, in a few statements.
+
+    Returns subscriber id -> credited delivery id, for those we have mailed.
+    """
+    ids = sorted(set(subscriber_ids))
+    if not ids:
+        return {}
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=Delivery.subscriber_id,
+            order_by=(Delivery.sent_at.desc(), Delivery.id.desc()),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(Delivery.id, Delivery.subscriber_id, Delivery.message_key, rank)
         .where(
-            Delivery.subscriber_id == subscriber_id,
+            one_of(Delivery.subscriber_id, ids, session),
             Delivery.status == DeliveryStatus.SENT,
             Delivery.sent_at <= at,
         )
-        .order_by(Delivery.sent_at.desc(), Delivery.id.desc())
-        .limit(1)
-    ).first()
-    if last is None:
-        return None
+        .subquery()
+    )
+    last = session.execute(
+        select(ranked.c.id, ranked.c.subscriber_id, ranked.c.message_key)
+        .where(ranked.c.rank == 1)
+        .order_by(ranked.c.subscriber_id)
+    ).all()
+    if not last:
+        return {}
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(TrackingEvent)
-        .values(
-            type="unsubscribed",
-            occurred_at=at,
-            received_at=at,
-            delivery_id=last.id,
-            subscriber_id=subscriber_id,
-            provider="drip",
-            provider_event_id=f"drip:unsubscribe:{subscriber_id}:{at.timestamp():.6f}",
-            machine=False,
-        )
-        .on_conflict_do_nothing(index_elements=["provider_event_id"])
+        insert(TrackingEvent).on_conflict_do_nothing(index_elements=["provider_event_id"]),
+        [
+            {
+                "type": "unsubscribed",
+                "occurred_at": at,
+                "received_at": at,
+                "delivery_id": row.id,
+                "subscriber_id": row.subscriber_id,
+                "provider": "drip",
+                "provider_event_id": f"drip:unsubscribe:{row.subscriber_id}:{at.timestamp():.6f}",
+                "machine": False,
+            }
+            for row in last
+        ],
     )
-    first = First(last.id, last.message_key, subscriber_id, "unsubscribed_at", at)
-    add_counts(session, record_firsts(session, [first]))
-    return int(last.id)
+    firsts = [
+        First(row.id, row.message_key, row.subscriber_id, "unsubscribed_at", at) for row in last
+    ]
+    add_counts(session, record_firsts(session, firsts))
+    return {int(row.subscriber_id): int(row.id) for row in last}
 
 
 _REBUILD = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
@@ -10,6 +11,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from drip.content import Lesson, Sequence
+from drip.db import one_of
 from drip.models import Enrollment, EnrollmentStatus, Subscriber
 from drip.schedule import SendWindow, first_due, next_due, resolve_zone
 
@@ -68,6 +70,22 @@ def enroll(
     session.add(enrollment)
     session.flush()
     return enrollment
+
+
+def stop_enrollments_of(session: Session, subscriber_ids: Iterable[int], reason: str) -> None:
+    """Stop every active enrollment of these subscribers, in one statement (ids in order)."""
+    ids = sorted(set(subscriber_ids))
+    if not ids:
+        return
+    session.execute(
+        update(Enrollment)
+        .where(
+            one_of(Enrollment.subscriber_id, ids, session),
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+        )
+        .values(status=EnrollmentStatus.STOPPED, stop_reason=reason, next_send_at=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def stop_enrollments(

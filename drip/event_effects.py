@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from drip.db import one_of
-from drip.models import Enrollment, EnrollmentStatus, Subscriber, Suppression
+from drip.enrollments import stop_enrollments_of
+from drip.models import Subscriber, Suppression
 from drip.suppress import hash_with, normalize_email, salt
 
 if TYPE_CHECKING:
@@ -65,24 +66,9 @@ def suppress_addresses(session: Session, entries: dict[str, tuple[str, str]], no
     return len(list(session.scalars(stmt)))
 
 
-def stop_all(session: Session, subscriber_ids: Sequence[int], reason: str) -> None:
-    """Stop every active enrollment of these subscribers (as drip.enrollments.stop_enrollments)."""
-    if not subscriber_ids:
-        return
-    session.execute(
-        update(Enrollment)
-        .where(
-            one_of(Enrollment.subscriber_id, sorted(subscriber_ids), session),
-            Enrollment.status == EnrollmentStatus.ACTIVE,
-        )
-        .values(status=EnrollmentStatus.STOPPED, stop_reason=reason, next_send_at=None)
-        .execution_options(synchronize_session=False)
-    )
-
-
 def apply_effects(session: Session, events: Sequence[Event], now: datetime) -> tuple[int, int]:
     """Apply the effects of newly stored ``events``; returns (suppressed, unsubscribed)."""
-    from drip.subscribers.preferences import unsubscribe  # the one unsubscribe path (consent)
+    from drip.subscribers.preferences import unsubscribe_many  # the one unsubscribe path
 
     to_suppress: dict[str, tuple[str, str]] = {}
     to_stop: dict[str, set[int]] = defaultdict(set)
@@ -97,7 +83,7 @@ def apply_effects(session: Session, events: Sequence[Event], now: datetime) -> t
             to_unsubscribe.add(e.subscriber_id)
     suppressed = suppress_addresses(session, to_suppress, now)
     for reason, ids in sorted(to_stop.items()):
-        stop_all(session, sorted(ids), reason)
+        stop_enrollments_of(session, ids, reason)
     unsubscribed = 0
     if to_unsubscribe:
         subs = session.scalars(
@@ -105,8 +91,5 @@ def apply_effects(session: Session, events: Sequence[Event], now: datetime) -> t
             .where(one_of(Subscriber.id, sorted(to_unsubscribe), session))
             .order_by(Subscriber.id)
         )
-        for sub in subs:
-            if unsubscribe(session, sub, now, "provider-event"):
-                unsubscribed += 1
-                log.info("subscriber %s unsubscribed by a provider event", sub.id)
+        unsubscribed = len(unsubscribe_many(session, list(subs), now, "provider-event"))
     return suppressed, unsubscribed

@@ -247,3 +247,41 @@ def test_a_suppressed_address_cannot_resubscribe(rt: Runtime) -> None:
     assert _status(rt) == SubscriberStatus.UNSUBSCRIBED
     with rt.sessions() as session:
         assert count(session, Consent, Consent.action == "resubscribe") == 0
+
+
+def test_unsubscribing_many_at_once_credits_each_subscribers_last_email(rt: Runtime) -> None:
+    from drip.engagement import credit_unsubscribes
+    from drip.models import MessageStats, Subscriber, TrackingEvent
+    from drip.subscribers.preferences import unsubscribe_many
+
+    mailed = [add_subscriber(rt, f"r{i}@example.com") for i in range(3)]
+    run_tick(rt)  # lesson 1 to each
+    never_mailed = add_subscriber(rt, "late@example.com")
+    now = rt.clock() + timedelta(hours=1)
+    with rt.transaction() as session:
+        session.get_one(Subscriber, mailed[2]).status = SubscriberStatus.UNSUBSCRIBED
+    with rt.transaction() as session:
+        subs = [session.get_one(Subscriber, sid) for sid in [*mailed, never_mailed]]
+        changed = unsubscribe_many(session, subs, now, "provider-event")
+        assert [s.id for s in changed] == [mailed[0], mailed[1], never_mailed]
+    with rt.sessions() as session:
+        credited = session.execute(
+            select(TrackingEvent.subscriber_id, TrackingEvent.delivery_id).where(
+                TrackingEvent.type == "unsubscribed"
+            )
+        ).all()
+        sent = dict(session.execute(select(Delivery.subscriber_id, Delivery.id)).all())
+        assert sorted(credited) == [(mailed[0], sent[mailed[0]]), (mailed[1], sent[mailed[1]])]
+        assert session.scalars(select(MessageStats.unsubscribed)).all() == [2]
+        assert count(session, Consent, Consent.action == "unsubscribe") == 3
+        stopped = session.scalars(
+            select(Enrollment.subscriber_id).where(Enrollment.status == EnrollmentStatus.STOPPED)
+        ).all()
+        assert sorted(stopped) == [mailed[0], mailed[1], never_mailed]
+    with rt.transaction() as session:  # crediting again for the same moment changes nothing
+        assert credit_unsubscribes(session, mailed[:2], now) == {
+            mailed[0]: sent[mailed[0]],
+            mailed[1]: sent[mailed[1]],
+        }
+    with rt.sessions() as session:
+        assert session.scalars(select(MessageStats.unsubscribed)).all() == [2]

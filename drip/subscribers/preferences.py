@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from drip.engagement import credit_unsubscribe
-from drip.enrollments import stop_enrollments
+from drip.engagement import credit_unsubscribes
+from drip.enrollments import stop_enrollments, stop_enrollments_of
 from drip.models import Subscriber, SubscriberStatus
 from drip.runtime import UNSUBSCRIBE_PURPOSE, Runtime
 from drip.subscribers.signup import queue_confirmation, send_now
@@ -37,15 +38,29 @@ def subscriber_from_token(session: Session, secret: str, token: str) -> Subscrib
 
 def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, source: str) -> bool:
     """Unsubscribe from everything; False if there was nothing to do (already out, or erased)."""
-    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ERASED):
-        return False
-    subscriber.status = SubscriberStatus.UNSUBSCRIBED
-    subscriber.unsubscribed_at = now
-    stop_enrollments(session, subscriber.id, "unsubscribed")
-    record_consent(session, subscriber, "unsubscribe", now, source=source)
-    credit_unsubscribe(session, subscriber.id, now)  # per-email unsubscribes (issue 5 stats)
-    log.info("subscriber %s unsubscribed (%s)", subscriber.id, source)
-    return True
+    return bool(unsubscribe_many(session, [subscriber], now, source))
+
+
+def unsubscribe_many(
+    session: Session, subscribers: Sequence[Subscriber], now: datetime, source: str
+) -> list[Subscriber]:
+    """Unsubscribe each of ``subscribers`` (a provider's batch may hold dozens); returns those
+    that changed. The same steps as one unsubscribe, a few statements whatever the number."""
+    changed = [
+        s
+        for s in subscribers
+        if s.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ERASED)
+    ]
+    for subscriber in changed:
+        subscriber.status = SubscriberStatus.UNSUBSCRIBED
+        subscriber.unsubscribed_at = now
+        record_consent(session, subscriber, "unsubscribe", now, source=source)
+    ids = [s.id for s in changed]
+    stop_enrollments_of(session, ids, "unsubscribed")
+    credit_unsubscribes(session, ids, now)  # per-email unsubscribes (issue 5 stats)
+    for subscriber in changed:
+        log.info("subscriber %s unsubscribed (%s)", subscriber.id, source)
+    return changed
 
 
 class Resubscribe(enum.StrEnum):
