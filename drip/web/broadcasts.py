@@ -16,10 +16,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from drip.broadcasts import compose, control, preview, zones
 from drip.broadcasts.results import detail, summary
-from drip.broadcasts.segments import audience_count, context_of, parse_segment
+from drip.broadcasts.segments import Segment, audience_count, context_of, parse_segment
 from drip.broadcasts.status import BroadcastNotFound, BroadcastStatus, IllegalTransition
 from drip.broadcasts.status import get_broadcast as load
 from drip.errors import BackendError
@@ -121,10 +122,8 @@ def create(request: Request, body: BroadcastIn) -> dict[str, Any]:
 @router.post("/audience", summary="How many subscribers a segment holds now")
 def audience(request: Request, body: SegmentIn) -> dict[str, Any]:
     rt = _rt(request)
-    segment = parse_segment(body.segment)
     with rt.sessions() as session:
-        count = audience_count(session, segment, context_of(rt), rt.clock())
-    return {"segment": segment.to_json(), "description": segment.describe(), "count": count}
+        return _audience(rt, session, parse_segment(body.segment))
 
 
 @router.get("/{broadcast_id}", summary="One broadcast: progress, zone groups, results, history")
@@ -156,8 +155,11 @@ def update(request: Request, broadcast_id: int, body: BroadcastChange) -> dict[s
 def broadcast_audience(request: Request, broadcast_id: int) -> dict[str, Any]:
     rt = _rt(request)
     with rt.sessions() as session:
-        segment = parse_segment(_get(session, broadcast_id).segment)
-        count = audience_count(session, segment, context_of(rt), rt.clock())
+        return _audience(rt, session, parse_segment(_get(session, broadcast_id).segment))
+
+
+def _audience(rt: Runtime, session: Session, segment: Segment) -> dict[str, Any]:
+    count = audience_count(session, segment, context_of(rt), rt.clock())
     return {"segment": segment.to_json(), "description": segment.describe(), "count": count}
 
 
