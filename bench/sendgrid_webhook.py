@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select, text
 
-from bench.common import REPO, fresh_database
+from bench.common import REPO, cpu_seconds_by_group, fresh_database, process_tree
 from bench.tracking_endpoints import free_port, wait_healthy
 from drip.models import MessageStats, TrackingEvent
 from drip.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -163,12 +163,15 @@ def main() -> None:
             threading.Thread(target=poster, args=(posts[i :: args.threads],))
             for i in range(args.threads)
         ]
+        groups = {"server": process_tree(server.pid), "poster": [os.getpid()]}
+        cpu_before = cpu_seconds_by_group(groups)
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        cpu = {k: v - cpu_before[k] for k, v in cpu_seconds_by_group(groups).items()}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -184,6 +187,12 @@ def main() -> None:
         delivered = int(conn.scalar(select(func.sum(MessageStats.delivered))) or 0)
     latencies.sort()
     posted = len(posts) * BATCH
+    print(
+        "CPU per event (µs): "
+        + " ".join(f"{k}={v / posted * 1e6:.0f}" for k, v in cpu.items())
+        + f"; machine busy {sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)):.0%}",
+        flush=True,
+    )
     figures = {
         "events_per_s": round(posted / elapsed),
         "batches": len(posts),

@@ -218,11 +218,16 @@ def credit_unsubscribe(session: Session, subscriber_id: int, at: datetime) -> in
 
 
 def credit_unsubscribes(
-    session: Session, subscriber_ids: Iterable[int], at: datetime
+    session: Session,
+    subscriber_ids: Iterable[int],
+    at: datetime,
+    firsts: list[First] | None = None,
 ) -> dict[int, int]:
     """:func:`credit_unsubscribe` for many subscribers at once, in a few statements.
 
-    Returns subscriber id -> credited delivery id, for those we have mailed.
+    Returns subscriber id -> credited delivery id, for those we have mailed. With ``firsts``,
+    the credited emails' ``unsubscribed_at`` firsts are appended there for the caller to record
+    with its own (an event batch: one statement, one lock order) instead of recorded here.
     """
     ids = sorted(set(subscriber_ids))
     if not ids:
@@ -268,10 +273,13 @@ def credit_unsubscribes(
             for row in last
         ],
     )
-    firsts = [
+    credited = [
         First(row.id, row.message_key, row.subscriber_id, "unsubscribed_at", at) for row in last
     ]
-    add_counts(session, record_firsts(session, firsts))
+    if firsts is not None:
+        firsts.extend(credited)
+    else:
+        add_counts(session, record_firsts(session, credited))
     return {int(row.subscriber_id): int(row.id) for row in last}
 
 

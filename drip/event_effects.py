@@ -4,7 +4,8 @@
   first reason kept) and the subscriber's active enrollments stop; the send path also checks the
   list right before every send, so a queued email to that address is skipped.
 - ``unsubscribe``: the subscriber is unsubscribed through
-  :func:`drip.subscribers.preferences.unsubscribe`, the one path that records the consent change.
+  :func:`drip.subscribers.preferences.unsubscribe_many`, the one path that records the consent
+  change.
 
 A few statements per batch whatever its size: a SendGrid batch of 1,000 events may carry dozens
 of bounces.
@@ -19,16 +20,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
 from drip.enrollments import stop_enrollments_of
-from drip.models import Subscriber, Suppression
+from drip.models import Suppression
 from drip.suppress import hash_with, normalize_email, salt
 
 if TYPE_CHECKING:
+    from drip.engagement import First
     from drip.events import Event
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,14 @@ def suppress_addresses(session: Session, entries: dict[str, tuple[str, str]], no
     return len(list(session.scalars(stmt)))
 
 
-def apply_effects(session: Session, events: Sequence[Event], now: datetime) -> tuple[int, int]:
-    """Apply the effects of newly stored ``events``; returns (suppressed, unsubscribed)."""
+def apply_effects(
+    session: Session, events: Sequence[Event], now: datetime, firsts: list[First]
+) -> tuple[int, int]:
+    """Apply the effects of newly stored ``events``; returns (suppressed, unsubscribed).
+
+    The emails that unsubscribes are credited to add their firsts to ``firsts``, which the
+    caller records with the batch's own (:func:`drip.engagement.record_firsts`).
+    """
     from drip.subscribers.preferences import unsubscribe_many  # the one unsubscribe path
 
     to_suppress: dict[str, tuple[str, str]] = {}
@@ -84,12 +91,5 @@ def apply_effects(session: Session, events: Sequence[Event], now: datetime) -> t
     suppressed = suppress_addresses(session, to_suppress, now)
     for reason, ids in sorted(to_stop.items()):
         stop_enrollments_of(session, ids, reason)
-    unsubscribed = 0
-    if to_unsubscribe:
-        subs = session.scalars(
-            select(Subscriber)
-            .where(one_of(Subscriber.id, sorted(to_unsubscribe), session))
-            .order_by(Subscriber.id)
-        )
-        unsubscribed = len(unsubscribe_many(session, list(subs), now, "provider-event"))
+    unsubscribed = len(unsubscribe_many(session, to_unsubscribe, now, "provider-event", firsts))
     return suppressed, unsubscribed

@@ -7,8 +7,9 @@ Every source (our open/click endpoints, SendGrid's Event Webhook) turns what it 
 2. **flag** machine opens and clicks (:mod:`drip.tracking.machine`);
 3. **dedupe**: ``INSERT ... ON CONFLICT (provider_event_id) DO NOTHING RETURNING`` keeps one
    row per event id, so a provider's retry, or a batch sent twice, changes nothing;
-4. **apply**, for the newly stored events only: the rollups (:mod:`drip.engagement`), then
-   suppressions (hard bounce, complaint) and unsubscribes, each idempotent.
+4. **apply**, for the newly stored events only: suppressions (hard bounce, complaint) and
+   unsubscribes, then the rollups (:mod:`drip.engagement`), each idempotent. The rollup rows
+   come last because concurrent batches about the same emails queue on their row locks.
 
 Order does not matter: every effect is "set once" (first open, suppression, unsubscribe), so an
 open before its delivered event, or a bounce after a click, lands the same as in order.
@@ -136,9 +137,11 @@ def ingest(
     report.stored = len(report.new)
     report.duplicates = report.received - report.stored
     report.unmatched = sum(1 for e in report.new if e.delivery_id is None)
-    deltas = record_firsts(session, _firsts(report.new))
-    report.suppressed, report.unsubscribed = apply_effects(session, report.new, now)
-    add_counts(session, deltas)  # last: the counter rows are shared by every batch
+    firsts = _firsts(report.new)
+    report.suppressed, report.unsubscribed = apply_effects(session, report.new, now, firsts)
+    # The rollup rows last, as late as possible before the commit: another batch about the same
+    # emails waits for these row locks until this one commits.
+    add_counts(session, record_firsts(session, firsts))
     return report
 
 

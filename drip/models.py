@@ -270,12 +270,10 @@ class TrackingEvent(Base):
     type: Mapped[str] = mapped_column(String(24))  # see drip.events.EventType
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
-    delivery_id: Mapped[int | None] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="SET NULL")
-    )
-    subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="SET NULL")
-    )
+    # Not foreign keys: checking them was a third of the cost of storing an event, and this
+    # table is an append-only log. purge_pending, the one deletion of subscribers, clears them.
+    delivery_id: Mapped[int | None] = mapped_column(BigId)
+    subscriber_id: Mapped[int | None] = mapped_column(BigId)
     provider: Mapped[str] = mapped_column(String(16), default="drip")
     provider_event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
     machine: Mapped[bool] = mapped_column(Boolean, default=False)  # privacy proxy / link scanner

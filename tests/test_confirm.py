@@ -20,6 +20,7 @@ from drip.models import (
     EnrollmentStatus,
     Subscriber,
     SubscriberStatus,
+    TrackingEvent,
 )
 from drip.runtime import UNSUBSCRIBE_PURPOSE, Runtime
 from drip.settings import Settings
@@ -263,6 +264,51 @@ def test_pending_signups_older_than_the_purge_age_are_deleted(
         assert emails == {"recent@example.com", "again@example.com"}
         assert count(session, Consent) == 3  # the purged signup's consent went with it
         assert count(session, Delivery) == 3
+
+
+def test_a_purged_signup_leaves_its_tracking_events_without_ids(
+    rt: Runtime, clock: FrozenClock
+) -> None:
+    """tracking_events has no foreign keys (migration 0007): the purge clears the ids itself."""
+    _pending(rt, "old@example.com")
+    clock.advance(timedelta(days=20))
+    _pending(rt, "recent@example.com")
+    with rt.transaction() as session:
+        for delivery in session.scalars(select(Delivery)):
+            for kind in ("delivered", "opened"):
+                session.add(
+                    TrackingEvent(
+                        type=kind,
+                        occurred_at=clock(),
+                        delivery_id=delivery.id,
+                        subscriber_id=delivery.subscriber_id,
+                        provider_event_id=f"{kind}-{delivery.id}",
+                    )
+                )
+        old = subscriber(session, "old@example.com").id
+        # A bounce matched by address only: a subscriber id and no delivery.
+        session.add(
+            TrackingEvent(
+                type="bounced", occurred_at=clock(), subscriber_id=old, provider_event_id="b"
+            )
+        )
+    clock.advance(timedelta(days=11))
+    with rt.transaction() as session:
+        assert purge_pending(session, clock(), 30) == 1
+    with rt.sessions() as session:
+        events = session.execute(
+            select(TrackingEvent.provider_event_id, TrackingEvent.delivery_id)
+            .add_columns(TrackingEvent.subscriber_id)
+            .order_by(TrackingEvent.provider_event_id)
+        ).all()
+        recent = subscriber(session, "recent@example.com")
+        kept = session.scalar(select(Delivery.id).where(Delivery.subscriber_id == recent.id))
+    assert len(events) == 5  # nothing deleted: the counts stay
+    by_id = {e.provider_event_id: (e.delivery_id, e.subscriber_id) for e in events}
+    assert by_id["b"] == (None, None)
+    assert by_id[f"opened-{kept}"] == (kept, recent.id)  # someone else's: untouched
+    orphans = [k for k, ids in by_id.items() if ids == (None, None)]
+    assert len(orphans) == 3  # the purged signup's two events and its bounce
 
 
 def test_a_confirmed_subscriber_who_re_signs_and_never_confirms_keeps_their_history(

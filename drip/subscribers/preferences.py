@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
+from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
-from drip.engagement import credit_unsubscribes
+from drip.db import one_of
+from drip.engagement import First, credit_unsubscribes
 from drip.enrollments import stop_enrollments, stop_enrollments_of
-from drip.models import Subscriber, SubscriberStatus
+from drip.models import Consent, Subscriber, SubscriberStatus
 from drip.runtime import UNSUBSCRIBE_PURPOSE, Runtime
 from drip.subscribers.signup import queue_confirmation, send_now
-from drip.subscribers.store import record_consent, resume_enrollments
+from drip.subscribers.store import consent_row, record_consent, resume_enrollments
 from drip.suppress import is_suppressed
 from drip.tokens import BadToken, read_subscriber_token
 
@@ -38,28 +41,56 @@ def subscriber_from_token(session: Session, secret: str, token: str) -> Subscrib
 
 def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, source: str) -> bool:
     """Unsubscribe from everything; False if there was nothing to do (already out, or erased)."""
-    return bool(unsubscribe_many(session, [subscriber], now, source))
+    if subscriber.id is None:
+        session.flush()
+    changed = bool(unsubscribe_many(session, [subscriber.id], now, source))
+    if changed:  # written by unsubscribe_many's UPDATE: read again on next use
+        session.expire(subscriber, ["status", "unsubscribed_at"])
+    return changed
 
 
 def unsubscribe_many(
-    session: Session, subscribers: Sequence[Subscriber], now: datetime, source: str
-) -> list[Subscriber]:
-    """Unsubscribe each of ``subscribers`` (a provider's batch may hold dozens); returns those
-    that changed. The same steps as one unsubscribe, a few statements whatever the number."""
-    changed = [
-        s
-        for s in subscribers
-        if s.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ERASED)
-    ]
-    for subscriber in changed:
-        subscriber.status = SubscriberStatus.UNSUBSCRIBED
-        subscriber.unsubscribed_at = now
-        record_consent(session, subscriber, "unsubscribe", now, source=source)
-    ids = [s.id for s in changed]
-    stop_enrollments_of(session, ids, "unsubscribed")
-    credit_unsubscribes(session, ids, now)  # per-email unsubscribes (issue 5 stats)
-    for subscriber in changed:
-        log.info("subscriber %s unsubscribed (%s)", subscriber.id, source)
+    session: Session,
+    subscriber_ids: Iterable[int],
+    now: datetime,
+    source: str,
+    firsts: list[First] | None = None,
+) -> list[int]:
+    """Unsubscribe these subscribers; returns the ids that changed, in order (not those already
+    unsubscribed or erased).
+
+    The one path of every unsubscribe (our link, the List-Unsubscribe POST, the admin, an import,
+    a provider's event): the status, a consent row, the enrollments stopped and the last email
+    credited. Plain statements, a few whatever the number: a provider's batch may hold dozens,
+    and loading each subscriber as an object cost more than all the rest of the batch's effects.
+    Objects of these subscribers already in the session are not refreshed (``unsubscribe`` does).
+    ``firsts``: see :func:`drip.engagement.credit_unsubscribes`.
+    """
+    ids = sorted(set(subscriber_ids))
+    if not ids:
+        return []
+    table = cast(Table, Subscriber.__table__)
+    changed = sorted(
+        session.scalars(
+            update(table)
+            .where(
+                one_of(table.c.id, ids, session),
+                table.c.status.not_in([SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ERASED]),
+            )
+            .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now)
+            .returning(table.c.id)
+        )
+    )
+    if not changed:
+        return []
+    session.execute(
+        insert(cast(Table, Consent.__table__)),
+        [consent_row(sid, "unsubscribe", now, source=source) for sid in changed],
+    )
+    stop_enrollments_of(session, changed, "unsubscribed")
+    credit_unsubscribes(session, changed, now, firsts)  # per-email unsubscribes (issue 5 stats)
+    for subscriber_id in changed:
+        log.info("subscriber %s unsubscribed (%s)", subscriber_id, source)
     return changed
 
 

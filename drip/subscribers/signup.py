@@ -28,8 +28,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from drip.db import one_of
 from drip.dispatch import send_deliveries
-from drip.models import Consent, Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from drip.models import (
+    Consent,
+    Delivery,
+    DeliveryStatus,
+    Subscriber,
+    SubscriberStatus,
+    TrackingEvent,
+)
 from drip.runtime import Runtime
 from drip.subscribers.store import add_tags, find_by_email, record_consent
 from drip.subscribers.validation import SignupData
@@ -225,16 +233,51 @@ def purge_pending(session: Session, now: datetime, days: int) -> int:
             .execution_options(synchronize_session=False)
         )
     )
-    deleted = _rowcount(
-        session.execute(
-            delete(Subscriber)
+    doomed = list(
+        session.scalars(
+            select(Subscriber.id)
             .where(stale, Subscriber.confirmed_at.is_(None))
-            .execution_options(synchronize_session=False)
+            .order_by(Subscriber.id)
+            .with_for_update()  # a signup arriving now waits, then finds them gone
         )
     )
+    deleted = 0
+    for start in range(0, len(doomed), _PURGE_CHUNK):
+        deleted += _delete_subscribers(session, doomed[start : start + _PURGE_CHUNK])
     if reverted:
         log.info("purge: %d re-signups never confirmed, back to unsubscribed", reverted)
     return deleted
+
+
+_PURGE_CHUNK = 1000
+
+
+def _delete_subscribers(session: Session, ids: list[int]) -> int:
+    """Delete these subscribers (their deliveries, consents and enrollments cascade).
+
+    Their tracking events stay, as anonymous counts: ``tracking_events`` holds the delivery and
+    subscriber ids without foreign keys (migration 0007), so they are cleared here.
+    """
+    deliveries = select(Delivery.id).where(one_of(Delivery.subscriber_id, ids, session))
+    session.execute(
+        update(TrackingEvent)
+        .where(TrackingEvent.delivery_id.in_(deliveries.scalar_subquery()))
+        .values(delivery_id=None, subscriber_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(TrackingEvent)
+        .where(one_of(TrackingEvent.subscriber_id, ids, session))
+        .values(subscriber_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(
+        session.execute(
+            delete(Subscriber)
+            .where(one_of(Subscriber.id, ids, session))
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def _rowcount(result: Result[Any]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -63,16 +64,34 @@ def record_consent(
 ) -> Consent:
     """One row of the consent log: what happened, when, where, from which IP and browser."""
     consent = Consent(
-        subscriber_id=subscriber.id,
-        action=action,
-        created_at=now,
-        source=source[:SOURCE_MAX],
-        ip=ip,
-        user_agent=clip(user_agent, USER_AGENT_MAX),
-        text=text,
+        **consent_row(
+            subscriber.id, action, now, source=source, ip=ip, user_agent=user_agent, text=text
+        )
     )
     session.add(consent)
     return consent
+
+
+def consent_row(
+    subscriber_id: int,
+    action: str,
+    now: datetime,
+    *,
+    source: str = "",
+    ip: str | None = None,
+    user_agent: str | None = None,
+    text: str = "",
+) -> dict[str, Any]:
+    """The columns of one consent-log row (for :func:`record_consent` and bulk inserts)."""
+    return {
+        "subscriber_id": subscriber_id,
+        "action": action,
+        "created_at": now,
+        "source": source[:SOURCE_MAX],
+        "ip": ip,
+        "user_agent": clip(user_agent, USER_AGENT_MAX),
+        "text": text,
+    }
 
 
 def resume_enrollments(
