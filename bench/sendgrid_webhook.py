@@ -1,9 +1,11 @@
 """Benchmark: SendGrid Event Webhook ingestion, signed batches of 1,000 events.
 
-    .venv/bin/python bench/sendgrid_webhook.py [--batches 60] [--duplicate-batches 6] [--workers 1]
+    .venv/bin/python bench/sendgrid_webhook.py [--batches 60] [--duplicate-batches 6]
+        [--workers 1] [--threads 2] [--shared-socket]
 
-The app runs under uvicorn in a subprocess against PostgreSQL; this process posts signed batches
-(ECDSA P-256 over timestamp + body, as SendGrid signs) from two threads on loopback: a realistic
+The app runs under uvicorn in subprocesses against PostgreSQL (``--workers`` processes, each on
+a port of its own unless ``--shared-socket``); this process posts signed batches
+(ECDSA P-256 over timestamp + body, as SendGrid signs) from threads on loopback: a realistic
 mix of event types, most carrying our custom args, some matched by X-Message-Id and address
 instead, and a share of batches posted twice (SendGrid retries). The mix of event types is in
 ``KINDS``/``WEIGHTS``. Every answer must be 200 and
@@ -105,7 +107,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--duplicate-batches", type=int, default=6)
     parser.add_argument("--deliveries", type=int, default=50_000)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="app processes")
+    parser.add_argument("--shared-socket", action="store_true", help="one uvicorn --workers N")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()  # fmt: skip
 
@@ -129,7 +132,6 @@ def main() -> None:
     posts = bodies + rng.sample(bodies, args.duplicate_batches)  # SendGrid retrying some
     unique = args.batches * BATCH
 
-    port = free_port()
     env = {
         **os.environ,
         "DRIP_DATABASE_URL": args.database_url,
@@ -138,17 +140,25 @@ def main() -> None:
         "DRIP_SENDGRID_WEBHOOK_PUBLIC_KEY": base64.b64encode(public).decode(),
         "DRIP_SENDGRID_WEBHOOK_MAX_AGE": "3600",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "drip.web.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
-         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-        env=env, cwd=REPO,
-    )  # fmt: skip
+    # By default each app process listens on a port of its own and the posting threads take the
+    # ports in turn, as a load balancer in front of N app processes would spread them. With
+    # --shared-socket, one uvicorn with --workers N: the kernel hands each connection to
+    # whichever process accepts first, and two long-lived connections often both land on one
+    # process, which then does all the work (one GIL) while the other idles.
+    listeners = 1 if args.shared_socket else args.workers
+    per_listener = args.workers if args.shared_socket else 1
+    ports = [free_port() for _ in range(listeners)]
+    command = [sys.executable, "-m", "uvicorn", "drip.web.app:create_app", "--factory",
+               "--host", "127.0.0.1", "--workers", str(per_listener), "--loop", "uvloop",
+               "--http", "httptools", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    servers = [
+        subprocess.Popen([*command, "--port", str(port)], env=env, cwd=REPO) for port in ports
+    ]
     statuses: list[int] = []
     latencies: list[float] = []
     lock = threading.Lock()
 
-    def poster(share: list[tuple[bytes, dict[str, str]]]) -> None:
+    def poster(port: int, share: list[tuple[bytes, dict[str, str]]]) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
             for body, headers in share:
                 started = time.perf_counter()
@@ -158,12 +168,14 @@ def main() -> None:
                     latencies.append(time.perf_counter() - started)
 
     try:
-        wait_healthy(port, server)
+        for port, server in zip(ports, servers, strict=True):
+            wait_healthy(port, server)
         threads = [
-            threading.Thread(target=poster, args=(posts[i :: args.threads],))
+            threading.Thread(target=poster, args=(ports[i % len(ports)], posts[i :: args.threads]))
             for i in range(args.threads)
         ]
-        groups = {"server": process_tree(server.pid), "poster": [os.getpid()]}
+        app = [pid for server in servers for pid in process_tree(server.pid)]
+        groups = {"server": app, "poster": [os.getpid()]}
         cpu_before = cpu_seconds_by_group(groups)
         started = time.perf_counter()
         for thread in threads:
@@ -173,8 +185,10 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         cpu = {k: v - cpu_before[k] for k, v in cpu_seconds_by_group(groups).items()}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=30)
 
     with engine.connect() as conn:
         # SendGrid's events only: each unsubscribe also stores our own "unsubscribed" credit.
@@ -206,6 +220,7 @@ def main() -> None:
         "batch_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "batch_max_ms": round(latencies[-1] * 1000, 1),
         "workers": args.workers,
+        "shared_socket": args.shared_socket,
         "threads": args.threads,
         "cpus": os.cpu_count(),
     }
