@@ -154,7 +154,9 @@ _INSERT_DELIVERIES_PG = text(
         CAST(:subscriber_id AS bigint[]), CAST(:sequence AS varchar[]),
         CAST(:position AS integer[])
     ) AS v(subscriber_id, sequence, position)
-    ON CONFLICT (subscriber_id, message_key) DO NOTHING
+    ON CONFLICT (subscriber_id, message_key) DO UPDATE
+    SET status = 'queued', error = NULL, backend = NULL, attempts = 0, updated_at = :now
+    WHERE deliveries.status = 'skipped'
     RETURNING id
     """
 )
@@ -177,7 +179,13 @@ _ADVANCE_PG = text(
 def _insert_deliveries(
     session: Session, deliveries: list[tuple[int, str, int]], now: datetime
 ) -> list[int]:
-    """Write queued lesson deliveries, skipping any that exist; returns the new ids."""
+    """Write queued lesson deliveries; returns the ids to send.
+
+    A row that exists already is left alone (a second tick creates nothing), unless it was
+    ``skipped``: the subscriber was out when it was due and the enrollment, resumed since, was
+    set back to send it again (:func:`drip.subscribers.store.resume_enrollments`). Then the
+    same row is queued again, so the unique (subscriber, message key) pair still holds.
+    """
     if not deliveries:
         return []
     subscriber_ids, slugs, positions = zip(*deliveries, strict=True)
@@ -189,8 +197,17 @@ def _insert_deliveries(
             "now": now,
         }
         return list(session.scalars(_INSERT_DELIVERIES_PG, params))
-    stmt = sqlite.insert(Delivery).on_conflict_do_nothing(
-        index_elements=["subscriber_id", "message_key"]
+    insert = sqlite.insert(Delivery)
+    stmt = insert.on_conflict_do_update(
+        index_elements=["subscriber_id", "message_key"],
+        set_={
+            "status": DeliveryStatus.QUEUED,
+            "error": None,
+            "backend": None,
+            "attempts": 0,
+            "updated_at": insert.excluded.updated_at,
+        },
+        where=Delivery.status == DeliveryStatus.SKIPPED,
     )
     rows = [
         {

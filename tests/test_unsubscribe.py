@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -217,6 +217,48 @@ def test_resubscribe_brings_a_confirmed_subscriber_back_and_resumes_the_course(
         assert (enrollment.status, enrollment.position) == ("active", 1)
         actions = session.scalars(select(Consent.action).order_by(Consent.id)).all()
         assert actions == ["unsubscribe", "resubscribe"]
+
+
+def test_a_lesson_skipped_while_unsubscribed_comes_first_after_resubscribing(
+    rt: Runtime,
+) -> None:
+    from drip.claim import tick
+    from drip.dispatch import send_deliveries
+
+    _, path = _active(rt)
+    client = client_for(rt)
+    batches: list[list[int]] = []
+    tick(rt, rt.clock(), enqueue=batches.append)  # lesson 1 queued ...
+    client.post(path, data=ONE_CLICK)  # ... and the unsubscribe lands before a worker sends it
+    assert sum(send_deliveries(rt, b, rt.clock()).skipped for b in batches) == 1
+    assert client.post(f"{path}/resubscribe").status_code == 200
+
+    def lessons() -> list[tuple[str, str]]:
+        with rt.sessions() as session:
+            rows = session.execute(
+                select(Delivery.message_key, Delivery.status).order_by(Delivery.id)
+            )
+            return [(key, status) for key, status in rows]
+
+    def due() -> datetime:
+        with rt.sessions() as session:
+            moment = session.scalars(select(Enrollment.next_send_at)).one()
+        assert moment is not None
+        return moment
+
+    first, second = "glute-accelerator/1", "glute-accelerator/2"
+    assert lessons() == [(first, "skipped")]
+    resumed_at = due()
+    assert resumed_at > rt.clock()  # at the next send hour, not at once
+    _, report = run_tick(rt, resumed_at)
+    assert report.sent == 1
+    assert lessons() == [(first, "sent")]  # the same row, queued again and sent
+    moment = due()
+    _, report = run_tick(rt, moment)
+    assert report.sent == 1
+    assert lessons() == [(first, "sent"), (second, "sent")]
+    _, report = run_tick(rt, moment)  # a second tick at the same moment sends nothing
+    assert report.sent == 0 and len(lessons()) == 2
 
 
 def test_someone_who_never_confirmed_must_confirm_to_resubscribe(

@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session
 
 from drip.content import Sequence
 from drip.enrollments import due_after_send
-from drip.models import Consent, Enrollment, EnrollmentStatus, Subscriber, Tag
+from drip.models import (
+    Consent,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    Tag,
+)
 from drip.subscribers.validation import SOURCE_MAX, USER_AGENT_MAX, clip
 
 # Enrollments stopped for these reasons start again when the subscriber comes back.
@@ -103,19 +111,36 @@ def resume_enrollments(
 ) -> int:
     """Restart enrollments stopped by an unsubscribe or a preference; returns how many.
 
-    The next lesson is due at the next send hour (never in a burst right away).
+    The next lesson is due at the next send hour (never in a burst right away). A lesson that
+    was due while they were out and skipped for it is that next lesson: the enrollment steps
+    back one position, and the tick queues the skipped delivery again.
     """
-    rows = session.scalars(
-        select(Enrollment).where(
-            Enrollment.subscriber_id == subscriber.id,
-            Enrollment.status == EnrollmentStatus.STOPPED,
-            Enrollment.stop_reason.in_(RESUMABLE),
+    rows = list(
+        session.scalars(
+            select(Enrollment).where(
+                Enrollment.subscriber_id == subscriber.id,
+                Enrollment.status == EnrollmentStatus.STOPPED,
+                Enrollment.stop_reason.in_(RESUMABLE),
+            )
+        )
+    )
+    skipped = set(
+        session.scalars(
+            select(Delivery.message_key).where(
+                Delivery.subscriber_id == subscriber.id,
+                Delivery.kind == "lesson",
+                Delivery.status == DeliveryStatus.SKIPPED,
+            )
         )
     )
     resumed = 0
     for enrollment in rows:
         sequence = library.get(enrollment.sequence)
-        if sequence is None or enrollment.position >= sequence.length:
+        if sequence is None:
+            continue
+        if f"{enrollment.sequence}/{enrollment.position}" in skipped:
+            enrollment.position -= 1
+        if enrollment.position >= sequence.length:
             continue
         enrollment.status = EnrollmentStatus.ACTIVE
         enrollment.stop_reason = None
