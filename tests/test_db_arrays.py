@@ -46,3 +46,29 @@ def test_a_timestamp_array_round_trips_aware_datetimes(pg_engine: Engine) -> Non
     with pg_engine.connect() as conn:
         back = conn.scalar(text("SELECT CAST(:v AS timestamptz[])"), {"v": timestamp_array(values)})
     assert back == values
+
+
+def test_an_id_list_reaches_the_planner_as_a_constant_array(pg_engine: Engine) -> None:
+    """``one_of`` on an integer column: the server reads the literal as ``bigint[]`` itself.
+
+    Sent as varchar and cast in SQL, the array was an expression the planner could neither
+    count nor hash; with stale statistics that made the claim compare every in-flight row with
+    every id of the batch (a second per 1,000 ids at 30,000 rows).
+    """
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from drip.db import one_of
+    from drip.models import Delivery
+
+    with Session(pg_engine) as session:
+        stmt = select(func.count()).where(one_of(Delivery.id, [3, 1, 2], session))
+        compiled = stmt.compile(dialect=pg_engine.dialect)
+        plan = "\n".join(
+            row[0]
+            for row in session.connection().exec_driver_sql(
+                "EXPLAIN " + str(compiled), compiled.params
+            )
+        )
+    assert "'{3,1,2}'::bigint[]" in plan, plan
+    assert "cstring" not in plan and "character varying" not in plan, plan
