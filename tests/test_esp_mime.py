@@ -4,6 +4,8 @@ Also the memory backend, which records what build_mime makes."""
 from __future__ import annotations
 
 import email
+import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
@@ -14,7 +16,7 @@ from drip.clock import FrozenClock
 from drip.errors import PermanentBackendError, TransientBackendError
 from drip.esp.base import Message, Recipient
 from drip.esp.memory import MemoryBackend
-from drip.esp.mime import InvalidAddress, build_mime
+from drip.esp.mime import InvalidAddress, build_mime, clean_header_value
 
 WHEN = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 UNSUB = "https://example.com/unsubscribe/" + "t0k3n" * 30  # a long signed token, like the real one
@@ -201,3 +203,18 @@ def test_memory_backend_scripted_errors_and_failing_addresses() -> None:
     assert backend.send_batch(MESSAGE, [recipient()])[0].ok
     backend.close()
     assert backend.closed
+
+
+def test_clean_header_value_equals_the_plain_regex_for_every_kind_of_character() -> None:
+    """The printable fast path must give exactly what the regex gives."""
+
+    def reference(value: str) -> str:
+        return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]+", " ", value).strip()
+
+    alphabet = [chr(c) for c in range(0x80)] + ["é", "\u200b", "\u2028", "\xa0", "😀", "\t"]
+    rng = random.Random(8058)
+    samples = ["", " ", "Ana", " Ana ", "a\r\nBcc: x@example.com", "\tx\t", "x\x7f"]
+    samples += ["".join(rng.choices(alphabet, k=rng.randint(0, 12))) for _ in range(3000)]
+    for value in samples:
+        assert clean_header_value(value) == reference(value), repr(value)
+    assert clean_header_value("a\r\nBcc: x") == "a Bcc: x"
