@@ -127,6 +127,17 @@ def test_list_pages_by_id(rt: Runtime, admin: TestClient) -> None:
             break
         after = page["next_after"]
     assert seen == [f"u{i}@example.com" for i in range(5)]
+    # And back from the last page, through previous_before, to the first.
+    backwards: list[list[str]] = []
+    params: dict[str, object] = {"limit": 2, "after": after}
+    for _ in range(5):
+        page = admin.get(BASE, params=params).json()
+        backwards.append([item["email"] for item in page["items"]])
+        if page["previous_before"] is None:
+            break
+        params = {"limit": 2, "before": page["previous_before"]}
+    assert backwards == [["u4@example.com"], ["u2@example.com", "u3@example.com"],
+                         ["u0@example.com", "u1@example.com"]]  # fmt: skip
     assert admin.get(BASE, params={"limit": 0}).status_code == 422
     assert admin.get(BASE, params={"limit": 201}).status_code == 422
 

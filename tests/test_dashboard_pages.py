@@ -199,15 +199,48 @@ def test_the_subscriber_list_pages_by_id_without_offsets(rt: Runtime, http: Test
             ],
         )
 
-    first = http.get("/admin/subscribers")
-    assert "runner049@" in first.text and "runner050@" not in first.text
-    link = first.text.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
-    second = http.get(link.replace("&amp;", "&"))
+    def follow(page: str, rel: str) -> str:
+        link = page.split(f'rel="{rel}"')[0].rsplit('href="', 1)[1].split('"')[0]
+        return http.get(link.replace("&amp;", "&")).text
 
-    assert "runner050@" in second.text and "runner059@" in second.text
-    assert "runner049@" not in second.text
-    assert 'rel="next"' not in second.text
-    assert "60 subscribers in all" in first.text
+    first = http.get("/admin/subscribers").text
+    assert "runner049@" in first and "runner050@" not in first
+    assert 'rel="prev"' not in first
+    second = follow(first, "next")
+
+    assert "runner050@" in second and "runner059@" in second
+    assert "runner049@" not in second
+    assert 'rel="next"' not in second
+    assert "60 subscribers in all" in first
+    back = follow(second, "prev")  # keyset the other way: the 50 before runner050
+    assert "runner000@" in back and "runner049@" in back and "runner050@" not in back
+    assert 'rel="prev"' not in back and 'rel="next"' in back
+
+
+def test_the_subscriber_list_pages_back_within_a_filter(rt: Runtime, http: TestClient) -> None:
+    now = rt.clock()
+    with rt.transaction() as session:
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "email": f"{'club' if n % 2 else 'solo'}{n:03d}@example.com",
+                    "status": "active",
+                    "created_at": now,
+                }
+                for n in range(120)
+            ],
+        )
+    first = http.get("/admin/subscribers", params={"q": "club"}).text
+    second = http.get(
+        first.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    ).text
+    assert "club101@" in second and "club119@" in second and "solo" not in second
+    back = http.get(
+        second.split('rel="prev"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    ).text
+    assert "club001@" in back and "club099@" in back and "club101@" not in back
+    assert "solo" not in back and 'rel="prev"' not in back
 
 
 def test_a_subscriber_page_shows_progress_timeline_and_consent(

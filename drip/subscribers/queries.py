@@ -29,6 +29,7 @@ PAGE_MAX = 200
 class Page:
     items: list[Subscriber]
     next_after: int | None  # pass as ``after`` for the next page; None on the last page
+    previous_before: int | None = None  # pass as ``before`` for the page before; None on the first
 
 
 # Where a subscriber stands in the course (any subscriber status; see drip.models.Enrollment).
@@ -85,19 +86,69 @@ def list_subscribers(
     course: str = "",
     upsells: Sequence[str] = (),
     after: int = 0,
+    before: int | None = None,
     limit: int = 50,
 ) -> Page:
-    """Subscribers with ``id > after`` in id order, filtered by status, tag, course state (see
-    :func:`course_state_filter`; ``course`` and ``upsells`` name the sequences) and a search
-    text (case-insensitive substring of the address or the first name)."""
+    """Subscribers with ``id > after`` (or, given ``before``, the last ones with ``id < before``)
+    in id order, filtered by status, tag, course state (see :func:`course_state_filter`;
+    ``course`` and ``upsells`` name the sequences) and a search text (case-insensitive substring
+    of the address or the first name). Keyset pages both ways: no OFFSET to scan past."""
     limit = max(1, min(limit, PAGE_MAX))
-    stmt = select(Subscriber).where(Subscriber.id > after).order_by(Subscriber.id).limit(limit + 1)
+    conditions = _conditions(status, tag, q, state, course, upsells)
+    if before is None:
+        rows = list(
+            session.scalars(
+                select(Subscriber)
+                .where(*conditions, Subscriber.id > after)
+                .order_by(Subscriber.id)
+                .limit(limit + 1)
+            )
+        )
+        items = rows[:limit]
+        later = len(rows) > limit
+        earlier = bool(items) and after > 0 and _any(session, conditions, Subscriber.id < after)
+    else:
+        rows = list(
+            session.scalars(
+                select(Subscriber)
+                .where(*conditions, Subscriber.id < before)
+                .order_by(Subscriber.id.desc())
+                .limit(limit + 1)
+            )
+        )
+        items = rows[:limit][::-1]
+        earlier = len(rows) > limit
+        later = bool(items) and _any(session, conditions, Subscriber.id > items[-1].id)
+    return Page(
+        items,
+        next_after=items[-1].id if later else None,
+        previous_before=items[0].id if earlier else None,
+    )
+
+
+def _any(
+    session: Session, conditions: list[ColumnElement[bool]], edge: ColumnElement[bool]
+) -> bool:
+    """Whether any subscriber matches ``conditions`` past ``edge`` (one row at most is read)."""
+    found = session.scalar(select(Subscriber.id).where(*conditions, edge).limit(1))
+    return found is not None
+
+
+def _conditions(
+    status: str | None,
+    tag: str | None,
+    q: str | None,
+    state: str | None,
+    course: str,
+    upsells: Sequence[str],
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
     if status:
-        stmt = stmt.where(Subscriber.status == status)
+        conditions.append(Subscriber.status == status)
     if state:
-        stmt = stmt.where(course_state_filter(state, course, upsells))
+        conditions.append(course_state_filter(state, course, upsells))
     if tag:
-        stmt = stmt.where(
+        conditions.append(
             Subscriber.id.in_(
                 select(SubscriberTag.subscriber_id)
                 .join(Tag, Tag.id == SubscriberTag.tag_id)
@@ -106,16 +157,13 @@ def list_subscribers(
         )
     if q:
         pattern = f"%{_like_escape(q.strip().lower())}%"
-        stmt = stmt.where(
+        conditions.append(
             or_(
                 Subscriber.email.like(pattern, escape="\\"),
                 Subscriber.first_name.ilike(pattern, escape="\\"),
             )
         )
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    items = rows[:limit]
-    return Page(items, items[-1].id if more and items else None)
+    return conditions
 
 
 def status_counts(session: Session) -> dict[str, int]:

@@ -74,6 +74,9 @@ def list_(
         CourseState | None, Query(description="Where they stand in the course.")
     ] = None,
     after: int = Query(0, ge=0, description="The `next_after` of the previous page."),
+    before: int | None = Query(
+        None, ge=1, description="The `previous_before` of a page: the page before it."
+    ),
     limit: int = Query(50, ge=1, le=PAGE_MAX),
 ) -> dict[str, Any]:
     rt = _rt(request)
@@ -87,11 +90,13 @@ def list_(
             course=rt.settings.course_sequence,
             upsells=upsell_slugs(rt),
             after=after,
+            before=before,
             limit=limit,
         )
         return {
             "items": [subscriber_summary(s) for s in result.items],
             "next_after": result.next_after,
+            "previous_before": result.previous_before,
         }
 
 

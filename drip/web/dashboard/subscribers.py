@@ -62,6 +62,7 @@ def subscriber_list(
     tag: str = Query("", max_length=64),
     state: str = Query("", max_length=32),
     after: int = Query(0, ge=0),
+    before: int | None = Query(None, ge=1),
 ) -> Response:
     rt = _rt(request)
     error = None
@@ -77,19 +78,21 @@ def subscriber_list(
                 course=rt.settings.course_sequence,
                 upsells=upsell_slugs(rt),
                 after=after,
+                before=before,
                 limit=PAGE_SIZE,
             )
             items = page.items
-            next_after = page.next_after
+            next_after, previous_before = page.next_after, page.previous_before
         except InvalidInput as err:
-            items, next_after, error = [], None, err
+            items, next_after, previous_before, error = [], None, None, err
     counts, counted_at = figures.counts(request)
     filters = {"q": q, "status": status, "tag": tag, "state": state}
     context = {
         "section": "subscribers",
         "items": items,
         "next_after": next_after,
-        "after": after,
+        "previous_before": previous_before,
+        "continued": bool(after or before),
         "filters": filters,
         "filtered": any(filters.values()),
         "query": {k: v for k, v in filters.items() if v},
