@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     admin_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
     # Overview and course figures are cached this long per web process (0 = always fresh).
     admin_stats_cache_seconds: int = Field(default=60, ge=0, le=3600)
+    # The zone the dashboard shows times and counts days in (default: default_timezone).
+    admin_timezone: str | None = None
 
     @field_validator("sendgrid_webhook_public_key")
     @classmethod
@@ -202,14 +204,21 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
-    @field_validator("default_timezone")
+    @field_validator("default_timezone", "admin_timezone")
     @classmethod
-    def _iana_zone(cls, value: str) -> str:
+    def _iana_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown IANA time zone {value!r}") from err
         return value
+
+    @property
+    def dashboard_zone(self) -> ZoneInfo:
+        """Where the dashboard's times and days are: the admin zone, else the default zone."""
+        return ZoneInfo(self.admin_timezone or self.default_timezone)
 
     @field_validator("secret_key")
     @classmethod

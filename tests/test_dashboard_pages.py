@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -82,7 +82,36 @@ def test_the_overview_shows_counts_growth_funnel_and_revenue(rt: Runtime, http: 
     assert '<th scope="row">reached lesson 1</th><td class="num">2</td>' in text
     by_day = http.get("/admin?by=day")
     assert "Signups and confirmations per day" in by_day.text
-    assert 'Mar 02</th><td class="num">4</td><td class="num">4</td>' in by_day.text
+    # The clock's 2026-03-02 00:00 UTC is the evening of Mar 01 in the dashboard's zone.
+    assert 'Mar 01</th><td class="num">4</td><td class="num">4</td>' in by_day.text
+
+
+def test_growth_counts_calendar_days_in_the_dashboard_zone(rt: Runtime, http: TestClient) -> None:
+    from zoneinfo import ZoneInfo
+
+    from drip.subscribers.queries import daily_growth
+
+    at = lambda hour, minute=0: datetime(2026, 2, 20, hour, minute, tzinfo=UTC)  # noqa: E731
+    # 02:00 UTC is still the evening before in New York; 06:00 UTC is that morning.
+    late = {"email": "late@example.com", "created_at": at(2), "confirmed_at": at(2, 30)}
+    early = {"email": "early@example.com", "created_at": at(6)}
+    with rt.transaction() as session:
+        session.execute(insert(Subscriber), [{**late, "status": "active"}])
+        session.execute(insert(Subscriber), [{**early, "status": "active"}])
+
+    def per_day(zone: str, since: datetime) -> list[tuple[str, int, int]]:
+        with rt.sessions() as session:
+            days = daily_growth(session, since, at(12), ZoneInfo(zone))
+        return [(d.day.isoformat(), d.signups, d.confirmations) for d in days]
+
+    assert per_day("America/New_York", at(0) - timedelta(hours=19)) == [
+        ("2026-02-19", 1, 1),
+        ("2026-02-20", 1, 0),
+    ]
+    assert per_day("UTC", at(0)) == [("2026-02-20", 2, 1)]
+    overview = http.get("/admin?by=day").text
+    assert "per day" in overview and "(America/New_York)" in overview
+    assert "UTC" not in overview.split("<main", 1)[1]  # times are shown in the zone too
 
 
 def test_overview_counts_are_cached_for_a_minute(

@@ -58,16 +58,18 @@ def stats(request: Request) -> tuple[Stats, datetime]:
 
 
 def growth(request: Request, by: str) -> list[Period]:
-    """Signups and confirmations per UTC day (the last 30) or ISO week (the last 26). Both
-    views share one computation of the 26 weeks' days (the day view is its tail)."""
+    """Signups and confirmations per day (the last 30) or ISO week (the last 26), in the
+    dashboard's zone. Both views share one computation of the 26 weeks' days (the day view is
+    its tail)."""
     rt = _rt(request)
-    now = rt.clock()
-    today = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo)
+    zone = rt.settings.dashboard_zone
+    now = rt.clock().astimezone(zone)
+    today = datetime(now.year, now.month, now.day, tzinfo=zone)  # local midnight
     since = today - timedelta(days=today.weekday(), weeks=WEEKS_SHOWN - 1)
 
     def compute() -> list[DayCount]:
         with rt.sessions() as session:
-            return daily_growth(session, since, now)
+            return daily_growth(session, since, now, zone)
 
     days, _ = figure_cache(request).get("growth", compute)
     if by == "day":

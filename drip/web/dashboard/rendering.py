@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import lru_cache
+from datetime import UTC, datetime, tzinfo
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,12 @@ def static(request: Request, name: str) -> Response:
     return Response(found.body, media_type=found.media_type, headers=headers)
 
 
-def when(value: datetime | str | None) -> str:
-    """A time for people: ``2026-03-02 09:00 UTC`` (``-`` when there is none)."""
+def when(value: datetime | str | None, zone: tzinfo = UTC) -> str:
+    """A time for people in ``zone``: ``2026-03-02 04:00 EST`` (``-`` when there is none)."""
     if value is None or value == "":
         return "-"
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def admin_page(
@@ -94,7 +94,8 @@ def admin_page(
         "admin": admin,
         "csrf_token": admin.csrf_token if admin is not None else "",
         "static": static_url,
-        "when": when,
+        "when": partial(when, zone=rt.settings.dashboard_zone),
+        "zone_name": rt.settings.admin_timezone or rt.settings.default_timezone,
         "section": "",
         "course": COURSE,
         "program": PROGRAM,
