@@ -150,7 +150,7 @@ def _record_pg(session: Session, by_column: dict[str, dict[int, First]]) -> list
     existing = [d for d in ids if d not in inserted]
     if existing:
         fill = {"rows": json.dumps([entries[d] for d in existing]), "d": existing}
-        for key, *flags in session.execute(_FILL_PG, fill):
+        for key, *flags in session.execute(_FILL_PG, fill).all():
             changed += [(c, key) for c, flag in zip(_COLUMNS, flags, strict=True) if flag]
     return changed
 

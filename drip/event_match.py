@@ -62,7 +62,7 @@ def _by_delivery_id(session: Session, events: list[Event]) -> None:
             select(
                 Delivery.id, Delivery.subscriber_id, Delivery.message_key, Delivery.sent_at
             ).where(one_of(Delivery.id, chunk, session))
-        ):
+        ).all():  # one fetchall: iterating the result fetches row by row
             rows[found.id] = found
     for event in events:
         if event.delivery_id is None:
@@ -96,7 +96,7 @@ def _by_message_id(session: Session, events: list[Event]) -> None:
             one_of(Subscriber.email, emails, session),
         )
     )
-    for hit in session.execute(stmt):
+    for hit in session.execute(stmt).all():
         found[(hit.provider_message_id, hit.email)] = hit
     for event in events:
         row = found.get((event.message_id or "", event.email or ""))
@@ -112,7 +112,7 @@ def _by_address(session: Session, events: list[Event]) -> None:
     for chunk in _chunks(emails):
         for sub in session.execute(
             select(Subscriber.id, Subscriber.email).where(one_of(Subscriber.email, chunk, session))
-        ):
+        ).all():
             subscriber_ids[sub.email] = sub.id
     sent: dict[int, list[Row[Any]]] = defaultdict(list)
     for chunk in _chunks(sorted(set(subscriber_ids.values()))):
@@ -124,7 +124,7 @@ def _by_address(session: Session, events: list[Event]) -> None:
                 Delivery.status == DeliveryStatus.SENT,
                 Delivery.sent_at.is_not(None),
             )
-        ):
+        ).all():
             sent[row.subscriber_id].append(row)
     for event in events:
         subscriber_id = subscriber_ids.get(event.email or "")

@@ -47,6 +47,11 @@ def _apple_proxy(user_agent: str, ip: str | None) -> bool:
         return True
     if not ip or _is_browser(user_agent):
         return False
+    return _in_apple_net(ip)
+
+
+@lru_cache(maxsize=4096)  # proxies open from a few addresses, again and again
+def _in_apple_net(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip) in _APPLE_NET
     except ValueError:
