@@ -405,14 +405,9 @@ def _simple(name: str, doc: str) -> None:
     @click.argument("broadcast_id", type=int)
     @click.pass_context
     def command(ctx: click.Context, broadcast_id: int) -> None:
-        from drip.broadcasts import control, zones
+        from drip.broadcasts import control
 
-        act = {
-            "unschedule": zones.unschedule,
-            "pause": control.pause,
-            "resume": control.resume,
-            "cancel": control.cancel,
-        }[name]
+        act = control.ACTIONS[name]
         rt = _runtime()
         with _answers(), rt.transaction() as session:
             b = act(session, broadcast_id, actor=_actor(ctx), now=rt.clock())

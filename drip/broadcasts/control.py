@@ -15,11 +15,12 @@ for a page being written and the page after it sees the new status.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, and_, or_, update
 from sqlalchemy.orm import Session
 
+from drip.broadcasts import zones
 from drip.broadcasts.status import (
     SCHEDULER,
     BroadcastStatus,
@@ -134,3 +135,18 @@ def halt(rt: Runtime, broadcast_id: int, err: InvalidInput, now: datetime) -> No
                 now=now,
                 note=f"segment no longer valid: {err}",
             )
+
+
+class Action(Protocol):
+    def __call__(
+        self, session: Session, broadcast_id: int, *, actor: str, now: datetime
+    ) -> Broadcast: ...
+
+
+# The status changes a person can ask for by name (CLI, admin API, dashboard): one table for all.
+ACTIONS: dict[str, Action] = {
+    "unschedule": zones.unschedule,
+    "pause": pause,
+    "resume": resume,
+    "cancel": cancel,
+}

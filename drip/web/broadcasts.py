@@ -217,12 +217,7 @@ def schedule(request: Request, broadcast_id: int, body: ScheduleIn) -> dict[str,
 
 def _action(request: Request, broadcast_id: int, name: str) -> dict[str, Any]:
     rt = _rt(request)
-    act = {
-        "unschedule": zones.unschedule,
-        "pause": control.pause,
-        "resume": control.resume,
-        "cancel": control.cancel,
-    }[name]
+    act = control.ACTIONS[name]
     with rt.transaction() as session:
         _get(session, broadcast_id)
         try:

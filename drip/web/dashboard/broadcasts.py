@@ -47,12 +47,6 @@ NOTICES = {
     "resumed": "Resumed: sending carries on within a minute.",
     "cancelled": "Cancelled: nothing more of it will be sent.",
 }
-ACTIONS = {
-    "unschedule": zones.unschedule,
-    "pause": control.pause,
-    "resume": control.resume,
-    "cancel": control.cancel,
-}
 DONE = {"unschedule": "unscheduled", "pause": "paused", "resume": "resumed", "cancel": "cancelled"}
 LIVE = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.SENDING, BroadcastStatus.PAUSED})
 
@@ -269,7 +263,7 @@ async def schedule(request: Request, admin: Checked, broadcast_id: int) -> Respo
 @router.post("/broadcasts/{broadcast_id}/{action}")
 async def act(request: Request, admin: Checked, broadcast_id: int, action: str) -> Response:
     rt = _rt(request)
-    change = ACTIONS.get(action)
+    change = control.ACTIONS.get(action)
     if change is None:
         raise NotFound("action")
     if action == "cancel" and forms.text(await request.form(), "confirm") != "yes":
