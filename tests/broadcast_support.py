@@ -15,12 +15,11 @@ from drip.broadcasts.ratelimit import RateLimiter
 from drip.broadcasts.tick import broadcasts_tick
 from drip.clock import FrozenClock
 from drip.dispatch import SendReport, send_deliveries
-from drip.enrollments import enroll
 from drip.esp.memory import MemoryBackend
 from drip.models import Broadcast, Delivery, Subscriber, SubscriberStatus
 from drip.runtime import Runtime
-from drip.subscribers.store import ensure_tags
 from tests.conftest import make_settings
+from tests.helpers import add_subscriber
 
 BODY = "Hi {{ first_name }},\n\nHill week: **three** short climbs. [Join]({{ runners_lab_url }})\n"
 
@@ -46,24 +45,19 @@ def add_sub(
     converted_at: datetime | None = None,
     name: str = "Ana",
 ) -> int:
-    now = rt.clock()
-    with rt.transaction() as session:
-        sub = Subscriber(
-            email=email,
-            first_name=name,
-            time_zone=zone,
-            status=status,
-            newsletter=newsletter,
-            created_at=created_at or now,
-            confirmed_at=now,
-            converted_at=converted_at,
-        )
-        session.add(sub)
-        session.flush()
-        sub.tags = ensure_tags(session, list(tags))
-        if enrolled:
-            enroll(session, sub, rt.course(), now, rt.settings.default_timezone)
-        return sub.id
+    """:func:`tests.helpers.add_subscriber`, not enrolled unless asked (broadcast audiences)."""
+    return add_subscriber(
+        rt,
+        email,
+        zone=zone,
+        name=name,
+        enroll_now=enrolled,
+        status=status,
+        tags=tags,
+        newsletter=newsletter,
+        created_at=created_at,
+        converted_at=converted_at,
+    )
 
 
 def new_broadcast(

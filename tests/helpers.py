@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from drip.claim import tick
@@ -9,6 +10,7 @@ from drip.dispatch import SendReport, send_deliveries
 from drip.enrollments import enroll
 from drip.models import Subscriber, SubscriberStatus
 from drip.runtime import Runtime
+from drip.subscribers.store import ensure_tags
 
 
 def add_subscriber(
@@ -19,8 +21,13 @@ def add_subscriber(
     name: str = "Ana",
     enroll_now: bool = True,
     status: str = SubscriberStatus.ACTIVE,
+    tags: Iterable[str] = (),
+    newsletter: bool = True,
+    created_at: datetime | None = None,
+    converted_at: datetime | None = None,
 ) -> int:
-    """An active subscriber, enrolled in the course at the clock's time; returns the id."""
+    """A confirmed subscriber (active unless ``status`` says otherwise), enrolled in the course
+    at the clock's time unless ``enroll_now`` is false; returns the id."""
     now = rt.clock()
     with rt.transaction() as session:
         sub = Subscriber(
@@ -28,11 +35,15 @@ def add_subscriber(
             first_name=name,
             time_zone=zone,
             status=status,
-            created_at=now,
+            newsletter=newsletter,
+            created_at=created_at or now,
             confirmed_at=now,
+            converted_at=converted_at,
         )
         session.add(sub)
         session.flush()
+        if tags:
+            sub.tags = ensure_tags(session, list(tags))
         if enroll_now:
             enroll(session, sub, rt.course(), now, rt.settings.default_timezone)
         return sub.id
