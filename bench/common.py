@@ -138,3 +138,11 @@ def cpu_seconds_by_group(groups: dict[str, list[int]]) -> dict[str, float]:
                 postgres += used(int(entry))
     out["postgres"] = postgres
     return out
+
+
+def cpu_line(unit: str, cpu: dict[str, float], count: int, elapsed: float) -> str:
+    """``CPU per <unit> (µs): a=.. b=..; machine busy ..%`` from the CPU seconds each group used
+    (a difference of two :func:`cpu_seconds_by_group`) over ``count`` items in ``elapsed`` s."""
+    parts = " ".join(f"{k}={v / count * 1e6:.0f}" for k, v in cpu.items())
+    busy = sum(cpu.values()) / (elapsed * (os.cpu_count() or 1))
+    return f"CPU per {unit} (µs): {parts}; machine busy {busy:.0%}"

@@ -27,6 +27,7 @@ from sqlalchemy import func, insert, select, text
 
 from bench.common import (
     Sink,
+    cpu_line,
     cpu_seconds_by_group,
     fresh_database,
     load_subscribers,
@@ -182,12 +183,7 @@ def main() -> None:
         assert idle.claimed == 0
     rate = report.claimed / elapsed
     cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
-    print(
-        "CPU per email (µs): "
-        + " ".join(f"{k}={v / report.claimed * 1e6:.0f}" for k, v in cpu.items())
-        + f"; machine busy {sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)):.0%}",
-        flush=True,
-    )
+    print(cpu_line("email", cpu, report.claimed, elapsed), flush=True)
     print(
         f"sent {report.claimed} in {elapsed:.1f}s; sink accepted {stats['accepted']} requests",
         flush=True,

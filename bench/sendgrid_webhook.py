@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select, text
 
-from bench.common import REPO, cpu_seconds_by_group, fresh_database, process_tree
+from bench.common import REPO, cpu_line, cpu_seconds_by_group, fresh_database, process_tree
 from bench.tracking_endpoints import free_port, wait_healthy
 from drip.models import MessageStats, TrackingEvent
 from drip.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -201,12 +201,7 @@ def main() -> None:
         delivered = int(conn.scalar(select(func.sum(MessageStats.delivered))) or 0)
     latencies.sort()
     posted = len(posts) * BATCH
-    print(
-        "CPU per event (µs): "
-        + " ".join(f"{k}={v / posted * 1e6:.0f}" for k, v in cpu.items())
-        + f"; machine busy {sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)):.0%}",
-        flush=True,
-    )
+    print(cpu_line("event", cpu, posted, elapsed), flush=True)
     figures = {
         "events_per_s": round(posted / elapsed),
         "batches": len(posts),

@@ -95,7 +95,7 @@ def admin_page(
         "csrf_token": admin.csrf_token if admin is not None else "",
         "static": static_url,
         "when": partial(when, zone=rt.settings.dashboard_zone),
-        "zone_name": rt.settings.admin_timezone or rt.settings.default_timezone,
+        "zone_name": rt.settings.dashboard_zone.key,
         "section": "",
         "course": COURSE,
         "program": PROGRAM,
