@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, and_, delete, exists, func, select, update
+from sqlalchemy import CursorResult, Result, and_, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -261,14 +261,13 @@ def _delete_subscribers(session: Session, ids: list[int]) -> int:
     deliveries = select(Delivery.id).where(one_of(Delivery.subscriber_id, ids, session))
     session.execute(
         update(TrackingEvent)
-        .where(TrackingEvent.delivery_id.in_(deliveries.scalar_subquery()))
+        .where(
+            or_(
+                one_of(TrackingEvent.subscriber_id, ids, session),
+                TrackingEvent.delivery_id.in_(deliveries.scalar_subquery()),
+            )
+        )
         .values(delivery_id=None, subscriber_id=None)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(TrackingEvent)
-        .where(one_of(TrackingEvent.subscriber_id, ids, session))
-        .values(subscriber_id=None)
         .execution_options(synchronize_session=False)
     )
     return _rowcount(
