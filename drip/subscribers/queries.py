@@ -97,30 +97,19 @@ def list_subscribers(
     of the address or the first name). Keyset pages both ways: no OFFSET to scan past."""
     limit = max(1, min(limit, PAGE_MAX))
     conditions = _conditions(status, tag, q, state, course, upsells)
-    if before is None:
-        rows = list(
-            session.scalars(
-                select(Subscriber)
-                .where(*conditions, Subscriber.id > after)
-                .order_by(Subscriber.id)
-                .limit(limit + 1)
-            )
-        )
-        items = rows[:limit]
-        later = len(rows) > limit
-        earlier = bool(items) and after > 0 and _any(session, conditions, Subscriber.id < after)
-    else:
-        rows = list(
-            session.scalars(
-                select(Subscriber)
-                .where(*conditions, Subscriber.id < before)
-                .order_by(Subscriber.id.desc())
-                .limit(limit + 1)
-            )
-        )
-        items = rows[:limit][::-1]
-        earlier = len(rows) > limit
+    backwards = before is not None
+    edge = Subscriber.id < before if backwards else Subscriber.id > after
+    order = Subscriber.id.desc() if backwards else Subscriber.id
+    page = select(Subscriber).where(*conditions, edge).order_by(order).limit(limit + 1)
+    rows = list(session.scalars(page))
+    more = len(rows) > limit  # past the far end of this page, in the direction read
+    items = rows[:limit][::-1] if backwards else rows[:limit]
+    if backwards:
+        earlier = more
         later = bool(items) and _any(session, conditions, Subscriber.id > items[-1].id)
+    else:
+        later = more
+        earlier = bool(items) and after > 0 and _any(session, conditions, Subscriber.id < after)
     return Page(
         items,
         next_after=items[-1].id if later else None,
