@@ -2,7 +2,8 @@
 
 One browser and one live server for the module (the app under uvicorn in a thread, as in
 tests/test_browser_signup.py), on a SQLite file seeded with a few subscribers who were sent
-their first lesson. Screenshots of the main pages go to docs/screenshots/ for the README. With
+their first lesson. Screenshots of the main pages go where tests/test_browser_signup.py puts
+its own (docs/screenshots/ for the README with DRIP_UPDATE_SCREENSHOTS=1). With
 CI=true a missing Chromium fails the tests instead of skipping them.
 """
 

@@ -2,7 +2,8 @@
 
 The app runs under uvicorn in a thread on 127.0.0.1 (a socket bound before the server starts, so
 there is nothing to poll); the email backend is the in-memory one, from which the test takes the
-links a person would click. Screenshots go to docs/screenshots/ for the README.
+links a person would click. Screenshots go to var/screenshots/, or to docs/screenshots/ for the
+README with DRIP_UPDATE_SCREENSHOTS=1.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+# The README's screenshots are refreshed on request only (DRIP_UPDATE_SCREENSHOTS=1): a plain
+# test run writes them under var/, so it never leaves the working tree changed.
+_REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = (
+    _REPO / "docs" / "screenshots"
+    if os.environ.get("DRIP_UPDATE_SCREENSHOTS") == "1"
+    else _REPO / "var" / "screenshots"
+)
 
 
 def _need_chromium() -> None:
