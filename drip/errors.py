@@ -5,7 +5,14 @@ DripError
  ├── ContentError         a lesson or sequence file is broken (carries every problem found)
  ├── InvalidInput(ValueError)  user input rejected; ``field`` names what was wrong
  └── BackendError         the email backend failed
-      ├── TransientBackendError   worth retrying later (429, 5xx, timeouts, SMTP 4xx)
+      ├── TransientBackendError   nothing was sent; worth retrying later (refused, connect
+      │    │                      timeout, SMTP 4xx before DATA)
+      │    └── ThrottledBackendError  the provider asked us to slow down (429, 5xx, SMTP 421):
+      │                           every worker waits; never counts as a failure
+      ├── AmbiguousBackendError   the request may have reached the provider and no answer came
+      │                           back (read timeout, reset while reading, deadline passed,
+      │                           SMTP timeout after DATA): the rows become ``unknown``, never
+      │                           re-sent blindly
       └── PermanentBackendError   retrying won't help (400, 401, 403, 413, SMTP 5xx)
 """
 
@@ -68,6 +75,23 @@ class TransientBackendError(BackendError):
     ) -> None:
         self.retry_after = retry_after
         super().__init__(message, status=status)
+
+
+class ThrottledBackendError(TransientBackendError):
+    """The provider is alive but asks for less: 429 (rate limit) or 5xx (overloaded, down).
+
+    Nothing was sent. Every worker holds off until ``retry_after`` (the provider's
+    ``Retry-After`` or ``X-RateLimit-Reset``, else a backoff), and the rows go back to the queue
+    without using up an attempt.
+    """
+
+
+class AmbiguousBackendError(BackendError):
+    """The request left and no usable answer came back: the provider may have the email.
+
+    Retrying could send it twice, so the rows are marked ``unknown`` and settled by the
+    provider's own events (SendGrid's ``custom_args`` carry the delivery id) or by a person.
+    """
 
 
 class PermanentBackendError(BackendError):

@@ -4,10 +4,21 @@ A batch shares one :class:`Message` (rendered once, with placeholders such as ``
 and each :class:`Recipient` carries the values for those placeholders. Backends that build MIME
 themselves fill the placeholders with :func:`personalize`; SendGrid sends them as substitutions.
 
-Error contract: a failure of the whole request raises :class:`~drip.errors.TransientBackendError`
-(retry later: 429, 5xx, timeouts, connection errors, SMTP 4xx on connect) or
-:class:`~drip.errors.PermanentBackendError` (400, 401, 403, 413, SMTP 5xx on connect). A failure of
-one recipient only is reported in its :class:`SendResult`, never raised.
+Error contract: a send has three outcomes, not two. A failure of the whole request raises one of
+(see :mod:`drip.errors`):
+
+- :class:`~drip.errors.TransientBackendError`: certainly nothing sent (connection refused, connect
+  timeout, SMTP 4xx before DATA); retried.
+- :class:`~drip.errors.ThrottledBackendError` (a transient error): the provider answered 429 or
+  5xx; nothing sent; every worker slows down, honouring ``retry_after``.
+- :class:`~drip.errors.AmbiguousBackendError`: the request left and no answer came back (read
+  timeout, reset while reading, the call's deadline passed); maybe sent, never retried blindly.
+- :class:`~drip.errors.PermanentBackendError`: 400, 401, 403, 413, SMTP 5xx on connect.
+
+Every call is bounded by a total deadline (the backend's ``timeout``), not a per-read timeout.
+A failure of one recipient only is reported in its :class:`SendResult`, never raised; once part
+of a batch has been accepted, later failures are reported in the remaining results (``transient``
+for certainly-not-sent, ``unknown`` for maybe-sent) instead of raised, so nothing is sent twice.
 """
 
 from __future__ import annotations
@@ -57,7 +68,11 @@ class SendResult:
     ok: bool
     provider_message_id: str | None = None
     error: str | None = None
-    transient: bool = False  # only meaningful when not ok
+    transient: bool = False  # only meaningful when not ok: certainly not sent, retry later
+    unknown: bool = False  # only meaningful when not ok: maybe sent, never retried blindly
+    # A per-recipient permanent refusal of the address itself (SMTP 550 no such user): the
+    # address is suppressed like a bounce. Only meaningful when not ok and not transient.
+    invalid_address: bool = False
 
 
 def personalize(template: str, substitutions: Mapping[str, str]) -> str:
@@ -76,6 +91,14 @@ class EmailBackend(ABC):
     @abstractmethod
     def send_batch(self, message: Message, recipients: Sequence[Recipient]) -> list[SendResult]:
         """Send ``message`` to each recipient; one result per recipient, in the same order."""
+
+    def probe(self) -> None:  # noqa: B027 - optional hook: most backends have nothing to ask
+        """Ask the provider whether sending would work now, sending no email.
+
+        Returns quietly when it would; raises a :class:`~drip.errors.BackendError` saying why
+        not (a revoked key is permanent, an unreachable server transient). A paused sender
+        calls it to decide when to resume by itself.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing open
         """Release connections. Safe to call twice."""
