@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 SPEC_ENV = "DRIP_SENDGRID_SPEC"
-SPEC_RELATIVE = Path("shared/reference/sendgrid/tsg_mail_v3.json")
+# Vendored (sendgrid/SOURCE.md says from where): the repository needs nothing outside itself.
+VENDORED_SPEC = Path(__file__).resolve().parent / "sendgrid" / "tsg_mail_v3.json"
 SEND_PATH = "/v3/mail/send"
 MAX_BODY = 30 * 1024 * 1024  # SendGrid's limit on the whole request
 MAX_PERSONALIZATIONS = 1000
@@ -56,22 +57,16 @@ class Violation:
 
 
 def spec_path() -> Path:
-    """The OpenAPI file: ``$DRIP_SENDGRID_SPEC``, else ``shared/reference/...`` beside a parent
-    of this file (``/work/shared`` for the repo at ``/work/main``). Missing -> FileNotFoundError:
-    a sink that silently skipped validation would pass anything."""
+    """The OpenAPI file: ``$DRIP_SENDGRID_SPEC`` if set, else the copy vendored beside this file.
+
+    Missing -> FileNotFoundError: a sink that silently skipped validation would pass anything.
+    """
     override = os.environ.get(SPEC_ENV)
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f"{SPEC_ENV}={override}: no such file")
-        return path
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / SPEC_RELATIVE).is_file():
-            return parent / SPEC_RELATIVE
-    raise FileNotFoundError(
-        f"SendGrid OpenAPI spec not found: no {SPEC_RELATIVE} above {here.parent}; set {SPEC_ENV}"
-    )
+    path = Path(override) if override else VENDORED_SPEC
+    if not path.is_file():
+        origin = f"{SPEC_ENV}={override}" if override else "the vendored spec"
+        raise FileNotFoundError(f"{origin}: no such file {path}; set {SPEC_ENV}")
+    return path
 
 
 @lru_cache(maxsize=1)
