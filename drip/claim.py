@@ -14,6 +14,7 @@ the tick a single writer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,9 +26,11 @@ from sqlalchemy.orm import Session
 from drip import engine_state
 from drip.db import int_array, is_postgres, text_array, timestamp_array
 from drip.enrollments import due_after_send
+from drip.errors import BackendError
 from drip.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from drip.runtime import Runtime
 
+log = logging.getLogger(__name__)
 Enqueue = Callable[[list[int]], None]
 
 
@@ -155,8 +158,9 @@ _INSERT_DELIVERIES_PG = text(
         CAST(:position AS integer[])
     ) AS v(subscriber_id, sequence, position)
     ON CONFLICT (subscriber_id, message_key) DO UPDATE
-    SET status = 'queued', error = NULL, backend = NULL, attempts = 0, updated_at = :now
-    WHERE deliveries.status = 'skipped'
+    SET status = 'queued', error = NULL, backend = NULL, attempts = 0, updated_at = :now,
+        queued_at = :now
+    WHERE deliveries.status IN ('skipped', 'failed')
     RETURNING id
     """
 )
@@ -182,8 +186,9 @@ def _insert_deliveries(
     """Write queued lesson deliveries; returns the ids to send.
 
     A row that exists already is left alone (a second tick creates nothing), unless it was
-    ``skipped``: the subscriber was out when it was due and the enrollment, resumed since, was
-    set back to send it again (:func:`drip.subscribers.store.resume_enrollments`). Then the
+    ``skipped`` (the subscriber was out when it was due and the enrollment, resumed since, was
+    set back to send it again: :func:`drip.subscribers.store.resume_enrollments`) or ``failed``
+    (the enrollment stepped back to send it again: :func:`drip.outcomes.step_back`). Then the
     same row is queued again, so the unique (subscriber, message key) pair still holds.
     """
     if not deliveries:
@@ -206,8 +211,11 @@ def _insert_deliveries(
             "backend": None,
             "attempts": 0,
             "updated_at": insert.excluded.updated_at,
+            "queued_at": insert.excluded.updated_at,
         },
-        where=Delivery.status == DeliveryStatus.SKIPPED,
+        # Spelled out: an IN list would expand per call, which executemany can't do.
+        where=(Delivery.status == DeliveryStatus.SKIPPED)
+        | (Delivery.status == DeliveryStatus.FAILED),
     )
     rows = [
         {
@@ -293,6 +301,46 @@ def reap(
     return unknown, requeue
 
 
+def requeue_waiting(rt: Runtime, now: datetime, enqueue: Enqueue) -> int:
+    """Enqueue every ``queued`` delivery now (after a pause lifts); returns how many.
+
+    Their tasks may have ended while sending was paused, or wait on a long backoff: sending a
+    row twice is harmless (the send claims it with a compare-and-set on ``queued``).
+    """
+    with rt.transaction() as session:
+        ids = list(
+            session.scalars(
+                update(Delivery)
+                .where(Delivery.status == DeliveryStatus.QUEUED)
+                .values(updated_at=now)
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    _enqueue_in_batches(sorted(ids), rt.settings.send_batch_size, enqueue)
+    return len(ids)
+
+
+def probe_and_resume(rt: Runtime, now: datetime, enqueue: Enqueue) -> bool:
+    """While paused, ask the provider (no email sent) whether it would send again; if it would,
+    resume and enqueue what waited. Asks at most every ``DRIP_SENDING_PROBE_SECONDS``."""
+    with rt.transaction() as session:
+        if not engine_state.probe_due(session, now, rt.settings.sending_probe_seconds):
+            return False
+    try:
+        rt.backend.probe()
+    except BackendError as err:
+        with rt.transaction() as session:
+            engine_state.note_probe(session, now, str(err))
+        log.warning("sending stays paused: the provider still refuses: %s", err)
+        return False
+    with rt.transaction() as session:
+        engine_state.resume(session)
+    requeued = requeue_waiting(rt, now, enqueue)
+    log.warning("sending resumed by itself: the provider answers again (%d queued)", requeued)
+    return True
+
+
 def tick(
     rt: Runtime,
     now: datetime,
@@ -302,12 +350,18 @@ def tick(
     stale_sending: timedelta = timedelta(minutes=15),
     stale_queued: timedelta = timedelta(minutes=10),
 ) -> TickReport:
-    """One beat tick: reap, then claim due work chunk by chunk and enqueue it after each commit."""
+    """One beat tick: reap, then claim due work chunk by chunk and enqueue it after each commit.
+
+    While sending is paused it only probes the provider (:func:`probe_and_resume`).
+    """
     report = TickReport()
     with rt.transaction() as session:
         report.paused = engine_state.paused_reason(session)
-        if report.paused:
+    if report.paused:
+        if not probe_and_resume(rt, now, enqueue):
             return report
+        report.paused = None
+    with rt.transaction() as session:
         report.unknown, requeue = reap(
             session, now, stale_sending=stale_sending, stale_queued=stale_queued
         )

@@ -8,9 +8,11 @@
 2. **Exit conditions**, right before sending: unsubscribed, erased, suppressed, converted (for
    sales sequences) or opted out of this kind of email -> ``skipped`` with the reason, and the
    enrollment stopped.
-3. **Send** per message (rendered once, cached) in backend-sized batches.
-4. **Record**: ``sent`` with the provider's id, ``failed`` with its message, or back to ``queued``
-   for a transient error (the task retries with backoff) until the attempts run out.
+3. **Send** per message (rendered once, cached) in backend-sized batches, each only while the
+   provider's shared hold is open (:mod:`drip.throttle`): a held batch goes back to the queue.
+4. **Record** the three outcomes (:mod:`drip.outcomes`): ``sent``; back to ``queued`` when
+   certainly not sent (the task retries with backoff, after the provider's hold); ``unknown``
+   when maybe sent; ``failed`` when refused for good or out of retry time.
 """
 
 from __future__ import annotations
@@ -23,17 +25,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, text, update
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from drip import engine_state
 from drip.broadcasts.message import broadcast_message
-from drip.db import int_array, is_postgres, one_of, text_array
-from drip.engagement import count_sent
+from drip.db import one_of
 from drip.enrollments import stop_enrollments
-from drip.errors import PermanentBackendError, TransientBackendError
+from drip.errors import (
+    AmbiguousBackendError,
+    PermanentBackendError,
+    ThrottledBackendError,
+    TransientBackendError,
+)
 from drip.esp.base import Message, Recipient, SendResult
 from drip.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from drip.outcomes import Attempt, Recorded, Verdict, attempts_of, record
 from drip.render import RecipientData, recipient_substitutions, unsubscribe_headers
 from drip.runtime import Runtime
 from drip.suppress import hash_with, listed_hashes, salt
@@ -54,9 +62,18 @@ class SendReport:
     failed: int = 0
     skipped: int = 0
     not_queued: int = 0  # already handled by an earlier run: exactly-once at work
+    unknown: int = 0  # maybe sent: left for the provider's events or a person, never re-sent
     retry: list[int] = field(default_factory=list)
     retry_after: float | None = None
+    held: bool = False  # the provider asked us to wait: the retry waits for it, uses no attempt
     paused: str | None = None
+
+    def add(self, recorded: Recorded) -> None:
+        self.sent += recorded.sent
+        self.failed += recorded.failed
+        self.unknown += recorded.unknown
+        self.retry += recorded.retry
+        self.paused = recorded.paused or self.paused
 
 
 def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -66,6 +83,19 @@ def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, BACKOFF_CAP)
+
+
+def held_retry_seconds(hold: float, rng: random.Random) -> float:
+    """When to retry rows the provider's hold kept back: right after it, spread over a moment
+    so that the workers don't all knock at once."""
+    return min(BACKOFF_CAP, hold + rng.uniform(0.05, 0.5))
+
+
+def db_retry_seconds(attempt: int, rng: random.Random) -> float:
+    """Backoff for a send task that found the database unreachable: at most 30 s, so that
+    queued rows go out within a minute of its recovery."""
+    ceiling = min(30.0, 1.0 * 2 ** max(attempt - 1, 0))
+    return rng.uniform(ceiling / 2, ceiling)
 
 
 def send_deliveries(rt: Runtime, ids: Sequence[int], now: datetime) -> SendReport:
@@ -86,17 +116,21 @@ def send_deliveries(rt: Runtime, ids: Sequence[int], now: datetime) -> SendRepor
             message = _message_for(rt, key, pairs[0][0].kind)
         except Exception as err:  # a broken message must not leave rows stuck in "sending"
             log.exception("cannot render %s", key)
+            # A database hiccup while loading a broadcast is not a broken message: retry it.
+            retry = isinstance(err, DBAPIError)
             error = f"render failed: {err}"
-            failures = [SendResult(row.id, False, error=error) for row, _ in pairs]
-            _record(rt, failures, {row.id: row.attempts for row, _ in pairs}, report, now)
+            failures = [SendResult(row.id, False, error=error, transient=retry) for row, _ in pairs]
+            report.add(record(rt, attempts_of(pairs), failures, Verdict(), now))
             continue
         signer = None
         if message.links or message.open_tracking:  # signed open/click URLs per recipient
             signer = signer_for(rt.secret, rt.settings.public_url)
-        items = [(row, _recipient(rt, row, sub, now, message, signer)) for row, sub in pairs]
+        attempts = attempts_of(pairs)
+        recipients = [_recipient(rt, row, sub, now, message, signer) for row, sub in pairs]
         size = rt.backend.max_batch
-        for start in range(0, len(items), size):
-            _send_batch(rt, message, items[start : start + size], report, now)
+        for start in range(0, len(recipients), size):
+            batch = slice(start, start + size)
+            _send_batch(rt, message, attempts[batch], recipients[batch], report, now)
     return report
 
 
@@ -111,7 +145,9 @@ def _claim(session: Session, ids: Sequence[int], now: datetime) -> list[Row[Any]
             Delivery.message_key,
             Delivery.kind,
             Delivery.sequence,
+            Delivery.position,
             Delivery.attempts,
+            func.coalesce(Delivery.queued_at, Delivery.created_at).label("queued_at"),
         )
         .execution_options(synchronize_session=False)
     )
@@ -238,138 +274,60 @@ def _message_for(rt: Runtime, key: str, kind: str) -> Message:
 def _send_batch(
     rt: Runtime,
     message: Message,
-    items: list[tuple[Row[Any], Recipient]],
+    attempts: list[Attempt],
+    recipients: list[Recipient],
     report: SendReport,
     now: datetime,
 ) -> None:
-    recipients = [r for _, r in items]
-    try:
-        results = rt.backend.send_batch(message, recipients)
-    except TransientBackendError as err:
-        results = [
-            SendResult(r.delivery_id, False, error=str(err), transient=True) for r in recipients
-        ]
-        if err.retry_after is not None:
-            report.retry_after = max(report.retry_after or 0.0, err.retry_after)
-    except PermanentBackendError as err:
-        results = [SendResult(r.delivery_id, False, error=str(err)) for r in recipients]
-    attempts = {row.id: row.attempts for row, _ in items}
-    keys = {row.id: row.message_key for row, _ in items}
-    _record(rt, results, attempts, report, now, message_keys=keys)
-
-
-# The outcomes of a SendGrid batch are few (one provider message id per request, one error per
-# failed request): one UPDATE per distinct outcome, its ids as one array literal. Backends that
-# give each email its own id (SMTP, the outbox) take one UPDATE over arrays instead.
-_RECORD_ONE_OUTCOME_PG = text(
-    """
-    UPDATE deliveries
-    SET status = :status, provider_message_id = :provider_message_id, error = :error,
-        sent_at = :sent_at, backend = :backend, updated_at = :now
-    WHERE id = ANY(CAST(:ids AS bigint[]))
-    """
-)
-_RECORD_MANY_OUTCOMES_PG = text(
-    """
-    UPDATE deliveries AS d
-    SET status = v.status, provider_message_id = v.provider_message_id, error = v.error,
-        sent_at = CASE WHEN v.status = 'sent' THEN CAST(:now AS timestamptz) END,
-        backend = :backend, updated_at = :now
-    FROM unnest(
-        CAST(:ids AS bigint[]), CAST(:status AS varchar[]),
-        CAST(:provider_message_id AS varchar[]), CAST(:error AS text[])
-    ) AS v(id, status, provider_message_id, error)
-    WHERE d.id = v.id
-    """
-)
-_FEW_OUTCOMES = 4
-
-
-def _record(
-    rt: Runtime,
-    results: list[SendResult],
-    attempts: dict[int, int],
-    report: SendReport,
-    now: datetime,
-    message_keys: dict[int, str] | None = None,
-) -> None:
-    """Store each result: sent, failed, or queued again for a retry while attempts remain."""
-    limit = rt.settings.max_send_retries + 1
-    changes: list[dict[str, Any]] = []
-    last_error = None
-    for res in results:
-        change: dict[str, object] = {
-            "id": res.delivery_id,
-            "status": DeliveryStatus.SENT,
-            "provider_message_id": res.provider_message_id,
-            "error": None,
-            "sent_at": now,
-        }
-        if not res.ok:
-            last_error = res.error
-            change.update(provider_message_id=None, sent_at=None, error=res.error)
-            if res.transient and attempts[res.delivery_id] < limit:
-                report.retry.append(res.delivery_id)
-                change["status"] = DeliveryStatus.QUEUED
-            else:
-                report.failed += 1
-                change["status"] = DeliveryStatus.FAILED
-                if res.transient:
-                    change["error"] = f"gave up after {limit} attempts: {res.error}"
-        changes.append(change)
-    ok = sum(1 for res in results if res.ok)
-    report.sent += ok
-    with rt.transaction() as session:
-        if is_postgres(session):
-            _record_pg(session, changes, rt.backend.name, now)
+    """Hand one batch to the backend (unless the provider's hold is on) and record the outcome."""
+    verdict = Verdict()
+    hold = 0.0 if report.paused else rt.throttle.remaining()
+    if report.paused:  # an earlier batch of this task paused sending: the rest waits for resume
+        results = _all(recipients, f"sending paused: {report.paused}", transient=True)
+        verdict = Verdict(held=True)
+    elif hold > 0:
+        error = f"held back {hold:.1f}s: the provider asked us to slow down"
+        results = _all(recipients, error, transient=True)
+        verdict = Verdict(held=True)
+        _note_hold(report, hold)
+    else:
+        try:
+            results = rt.backend.send_batch(message, recipients)
+        except ThrottledBackendError as err:
+            results = _all(recipients, str(err), transient=True)
+            verdict = Verdict(held=True)
+            _note_hold(report, rt.throttle.hold(err.retry_after))
+        except TransientBackendError as err:
+            results = _all(recipients, str(err), transient=True)
+        except AmbiguousBackendError as err:
+            results = _all(recipients, str(err), unknown=True)
+            log.warning("%d deliveries of %s left unknown: %s", len(results), message, err)
+        except PermanentBackendError as err:
+            results = _all(recipients, str(err))
+            refused = err.status in (401, 403)
+            verdict = Verdict(blocked=refused, blocking=not refused)
         else:
-            extra = {"backend": rt.backend.name, "updated_at": now}
-            session.execute(update(Delivery), [{**ch, **extra} for ch in changes])
-        if message_keys:  # the stats' "sent" counters (drip.engagement)
-            count_sent(session, [message_keys[r.delivery_id] for r in results if r.ok])
-        reason = engine_state.record_outcome(
-            session,
-            succeeded=ok,
-            failed=len(results) - ok,
-            last_error=last_error,
-            limit=rt.settings.max_consecutive_failures,
-            now=now,
-        )
-    if reason:
-        log.error("sending paused: %s", reason)
-        report.paused = reason
+            hint = _batch_hint(results)
+            if hint is not None:  # a later request of the batch was throttled
+                _note_hold(report, rt.throttle.hold(hint))
+    report.add(record(rt, attempts, results, verdict, now))
 
 
-def _record_pg(
-    session: Session, changes: list[dict[str, Any]], backend: str, now: datetime
-) -> None:
-    outcomes: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for ch in changes:
-        outcome = (ch["status"], ch["provider_message_id"], ch["error"], ch["sent_at"])
-        outcomes[outcome].append(ch["id"])
-        if len(outcomes) > _FEW_OUTCOMES:
-            break
-    if len(outcomes) <= _FEW_OUTCOMES:
-        for (status, message_id, error, sent_at), ids in outcomes.items():
-            params = {
-                "ids": int_array(ids),
-                "status": status,
-                "provider_message_id": message_id,
-                "error": error,
-                "sent_at": sent_at,
-                "backend": backend,
-                "now": now,
-            }
-            session.execute(_RECORD_ONE_OUTCOME_PG, params)
-        return
-    session.execute(
-        _RECORD_MANY_OUTCOMES_PG,
-        {
-            "ids": int_array(ch["id"] for ch in changes),
-            "status": text_array(ch["status"] for ch in changes),
-            "provider_message_id": text_array(ch["provider_message_id"] for ch in changes),
-            "error": text_array(ch["error"] for ch in changes),
-            "backend": backend,
-            "now": now,
-        },
-    )
+def _all(
+    recipients: list[Recipient], error: str, *, transient: bool = False, unknown: bool = False
+) -> list[SendResult]:
+    return [
+        SendResult(r.delivery_id, False, error=error, transient=transient, unknown=unknown)
+        for r in recipients
+    ]
+
+
+def _note_hold(report: SendReport, seconds: float) -> None:
+    report.held = True
+    report.retry_after = max(report.retry_after or 0.0, seconds)
+
+
+def _batch_hint(results: list[SendResult]) -> float | None:
+    """The provider's wait hint carried by the results of a partly throttled batch, if any."""
+    hints = [r.retry_after for r in results if not r.ok and r.retry_after is not None]
+    return max(hints) if hints else None

@@ -1,8 +1,12 @@
 """Switches shared by every worker: the failure streak and the sending pause.
 
-Too many failed sends in a row (a revoked API key, a provider outage answering 400s) pause all
-sending with the reason recorded, instead of burning through the whole list (listmonk's
-``MaxSendErrors``). ``drip sending resume`` clears the pause.
+Too many sends refused in a row for reasons a retry can't fix (a revoked API key, requests the
+provider refuses as malformed) pause all sending with the reason recorded, instead of burning
+through the whole list (listmonk's ``MaxSendErrors``). Throttles (429, 5xx), outages and
+refusals of one address never count (:mod:`drip.outcomes`). A paused sender asks the provider
+every ``DRIP_SENDING_PROBE_SECONDS`` whether it would take email again (:func:`probe_due`,
+:func:`note_probe`) and resumes by itself when it would; ``drip sending resume`` clears the pause
+at once. Either way the emails that waited are queued again at once (drip.claim.requeue_waiting).
 """
 
 from __future__ import annotations
@@ -22,6 +26,23 @@ def paused_reason(session: Session) -> str | None:
     """Why sending is paused, or None when it is not."""
     value = session.scalar(select(EngineState.value).where(EngineState.key == PAUSED))
     return str(value["reason"]) if value else None
+
+
+def probe_due(session: Session, now: datetime, interval: float) -> bool:
+    """True when sending is paused and the provider was last asked ``interval`` seconds ago."""
+    value = session.scalar(select(EngineState.value).where(EngineState.key == PAUSED))
+    if not value:
+        return False
+    last = value.get("probed_at") or value.get("since")
+    return not last or (now - datetime.fromisoformat(last)).total_seconds() >= interval
+
+
+def note_probe(session: Session, now: datetime, error: str) -> None:
+    """Record a probe that found the provider still refusing."""
+    row = session.get(EngineState, PAUSED, with_for_update=True)
+    if row is not None:
+        row.value = {**row.value, "probed_at": now.isoformat(), "probe_error": error}
+        session.flush()
 
 
 def pause(session: Session, reason: str, now: datetime) -> None:

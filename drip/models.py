@@ -233,6 +233,9 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None]
+    # When the row was last queued again after a failure (NULL: ``created_at``); the retry
+    # window of drip.outcomes counts from here.
+    queued_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("subscriber_id", "message_key"),
@@ -251,6 +254,14 @@ class Delivery(Base):
             "provider_message_id",
             postgresql_where=text("provider_message_id IS NOT NULL"),
             sqlite_where=text("provider_message_id IS NOT NULL"),
+        ),
+        # The few rows a person may have to look at: maybe sent, or failed (migration 0008).
+        Index(
+            "ix_deliveries_unsettled",
+            "status",
+            "updated_at",
+            postgresql_where=text("status IN ('unknown', 'failed')"),
+            sqlite_where=text("status IN ('unknown', 'failed')"),
         ),
         Index(
             "ix_deliveries_broadcast",

@@ -21,6 +21,7 @@ from drip.esp import make_backend
 from drip.esp.base import EmailBackend
 from drip.render import Renderer
 from drip.settings import Settings
+from drip.throttle import Throttle, throttle_for
 from drip.tokens import subscriber_token
 
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
@@ -34,10 +35,14 @@ class Runtime:
     renderer: Renderer
     backend: EmailBackend
     clock: Clock = system_clock
+    # The provider's hold shared by every worker (drip.throttle); None: built from the settings.
+    throttle: Throttle = None  # type: ignore[assignment]
     sessions: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = session_factory(self.engine)
+        if self.throttle is None:
+            self.throttle = throttle_for(self.settings, self.clock)
 
     @classmethod
     def build(
@@ -47,6 +52,7 @@ class Runtime:
         engine: Engine | None = None,
         backend: EmailBackend | None = None,
         clock: Clock = system_clock,
+        throttle: Throttle | None = None,
     ) -> Runtime:
         """Load the content (raising ContentError if broken) and wire the parts together."""
         library = load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
@@ -63,6 +69,7 @@ class Runtime:
             renderer=Renderer(settings, tracking=True),  # DRIP_TRACK_OPENS/CLICKS decide
             backend=backend or make_backend(settings, clock=clock),
             clock=clock,
+            throttle=throttle or throttle_for(settings, clock),
         )
 
     @contextmanager

@@ -51,8 +51,17 @@ class Settings(BaseSettings):
     tick_seconds: int = Field(default=60, ge=1, le=3600)
     claim_chunk: int = Field(default=1000, ge=1, le=100_000)
     send_batch_size: int = Field(default=500, ge=1, le=1000)
+    # Sends refused in a row for reasons a retry can't fix (bad key, request refused) before
+    # all sending pauses; throttles, outages and per-address refusals never count.
     max_consecutive_failures: int = Field(default=50, ge=1)
-    max_send_retries: int = Field(default=5, ge=0, le=20)
+    # How long an email that certainly did not go out (provider unreachable) is retried, from
+    # when it was queued; then it is ``failed`` and a lesson is due again the next allowed day.
+    send_retry_hours: float = Field(default=12.0, gt=0, le=168)
+    # A paused sender asks the provider (without sending) this often whether it may resume.
+    sending_probe_seconds: int = Field(default=300, ge=10, le=86_400)
+    # An ``unknown`` delivery (maybe sent) waits this long for the provider's events before
+    # ``drip deliveries unknown`` lists it as needing a person.
+    unknown_settle_minutes: int = Field(default=60, ge=1, le=10_080)
 
     # SendGrid
     sendgrid_api_key: SecretStr | None = None

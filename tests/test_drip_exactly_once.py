@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from drip import engine_state
 from drip.claim import tick
 from drip.dispatch import BACKOFF_CAP, backoff_seconds, send_deliveries
+from drip.clock import FrozenClock
 from drip.errors import PermanentBackendError, TransientBackendError
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus, Enrollment, Subscriber
@@ -92,39 +93,39 @@ def test_queued_rows_whose_task_was_lost_are_enqueued_again(
     assert len(memory_backend.outbox) == 1
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
-def test_transient_errors_leave_rows_queued_for_a_retry(
-    rt: Runtime, memory_backend: MemoryBackend, status: int
+def test_an_unreachable_provider_leaves_rows_queued_for_a_retry(
+    rt: Runtime, memory_backend: MemoryBackend
 ) -> None:
     add_subscriber(rt, "ana@example.com")
-    memory_backend.raise_next(
-        TransientBackendError(f"HTTP {status}", status=status, retry_after=30.0)
-    )
+    memory_backend.raise_next(TransientBackendError("SendGrid unreachable: connection refused"))
     batches, report = run_tick(rt)
     [delivery_id] = batches[0]
     assert report.retry == [delivery_id]
     row = _delivery(rt, delivery_id)
     assert (row.status, row.attempts) == (DeliveryStatus.QUEUED, 1)
-    assert row.error is not None and str(status) in row.error
+    assert row.error is not None and "connection refused" in row.error
     retry = send_deliveries(rt, [delivery_id], rt.clock())
     assert retry.sent == 1
     assert _delivery(rt, delivery_id).status == DeliveryStatus.SENT
 
 
-def test_transient_errors_give_up_after_the_last_attempt(
-    rt: Runtime, memory_backend: MemoryBackend
+def test_transient_errors_give_up_when_the_retry_window_has_passed(
+    rt: Runtime, memory_backend: MemoryBackend, clock: FrozenClock
 ) -> None:
     add_subscriber(rt, "ana@example.com")
-    attempts = rt.settings.max_send_retries + 1
-    memory_backend.raise_next(TransientBackendError("HTTP 503", status=503), times=attempts)
+    memory_backend.raise_next(TransientBackendError("connection refused"), times=3)
     batches, _ = run_tick(rt)
     [delivery_id] = batches[0]
-    for _ in range(attempts - 1):
-        send_deliveries(rt, [delivery_id], rt.clock())
+    clock.advance(timedelta(hours=rt.settings.send_retry_hours - 0.1))
+    send_deliveries(rt, [delivery_id], clock())
+    assert _delivery(rt, delivery_id).status == DeliveryStatus.QUEUED  # still within the window
+    clock.advance(timedelta(hours=0.2))
+    send_deliveries(rt, [delivery_id], clock())
     row = _delivery(rt, delivery_id)
     assert row.status == DeliveryStatus.FAILED
-    assert row.attempts == attempts
-    assert row.error is not None and row.error.startswith(f"gave up after {attempts} attempts")
+    assert row.attempts == 3
+    hours = f"{rt.settings.send_retry_hours:g}"
+    assert row.error is not None and row.error.startswith(f"gave up after {hours} hours")
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 413])
@@ -151,25 +152,37 @@ def test_one_failing_address_does_not_fail_the_batch(
     assert (report.sent, report.failed) == (1, 1)
 
 
-def test_too_many_failures_in_a_row_pause_sending_and_say_why(
-    tmp_path: object, rt: Runtime, memory_backend: MemoryBackend
+def test_too_many_refusals_in_a_row_pause_sending_and_say_why(
+    tmp_path: object, rt: Runtime, memory_backend: MemoryBackend, clock: FrozenClock
 ) -> None:
     limit = rt.settings.max_consecutive_failures
     for i in range(limit + 5):
         add_subscriber(rt, f"s{i}@example.com")
-    memory_backend.raise_next(PermanentBackendError("401: invalid API key"), times=100)
+    revoked = PermanentBackendError("401: invalid API key", status=401)
+    memory_backend.raise_next(revoked, times=100)
+    memory_backend.probe_failure = revoked
     _, report = run_tick(rt)
     assert report.paused is not None and "invalid API key" in report.paused
     with rt.sessions() as session:
         reason = engine_state.paused_reason(session)
+    # A refused account fails no email: every row waits in the queue for the pause to lift.
+    assert set(_statuses(rt).values()) == {DeliveryStatus.QUEUED}
     assert reason is not None and "in a row" in reason
-    later = rt.clock() + timedelta(days=1)
+    later = clock.advance(timedelta(days=1))
     batches, _ = run_tick(rt, later)
-    assert batches == []  # paused: the tick claims nothing
-    with rt.transaction() as session:
-        assert engine_state.resume(session) is True
-    batches, _ = run_tick(rt, later)
-    assert batches != []
+    assert batches == []  # paused, and the probe still refused: the tick claims nothing
+    assert memory_backend.probes == 1
+    memory_backend.clear()
+    memory_backend.probe_failure = None
+    later = clock.advance(timedelta(seconds=rt.settings.sending_probe_seconds))
+    batches, report = run_tick(rt, later)
+    assert report.paused is None
+    # Resumed by itself: the lesson 1 rows that waited went, once each, and lesson 2 (due by
+    # now) behind them.
+    sent = [(e.to, e.message.message_key) for e in memory_backend.outbox]
+    assert len(sent) == len(set(sent))
+    assert sum(1 for _, key in sent if key == "glute-accelerator/1") == limit + 5
+    assert set(_statuses(rt).values()) == {DeliveryStatus.SENT}
 
 
 def test_exit_conditions_are_checked_right_before_sending(

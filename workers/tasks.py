@@ -6,8 +6,15 @@ import logging
 import random
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from drip.claim import tick
-from drip.dispatch import backoff_seconds, send_deliveries
+from drip.dispatch import (
+    backoff_seconds,
+    db_retry_seconds,
+    held_retry_seconds,
+    send_deliveries,
+)
 from drip.runtime import Runtime
 from drip.settings import get_settings
 from drip.subscribers import purge_pending
@@ -39,13 +46,29 @@ def tick_task() -> dict[str, Any]:
 
 @app.task(name="drip.send", bind=True, max_retries=None)  # type: ignore[untyped-decorator]
 def send_task(self: Any, delivery_ids: list[int]) -> dict[str, int]:
+    """Send ``delivery_ids``; retried after a database hiccup, and for the rows not sent."""
     rt = runtime()
-    report = send_deliveries(rt, delivery_ids, rt.clock())
+    try:
+        report = send_deliveries(rt, delivery_ids, rt.clock())
+    except (OperationalError, InterfaceError) as err:
+        # The database went away before anything was claimed, or while results were stored
+        # (drip.outcomes waited for it): the rows are still queued, or settled by the reaper.
+        delay = db_retry_seconds(self.request.retries + 1, _rng)
+        log.warning("database unreachable (%s); send task again in %.1fs", err, delay)
+        raise self.retry(countdown=delay, exc=err) from err
     if report.retry:
-        delay = backoff_seconds(self.request.retries + 1, report.retry_after, _rng)
+        if report.held:  # the provider asked us to wait: come back when it said, not later
+            delay = held_retry_seconds(report.retry_after or 0.0, _rng)
+        else:
+            delay = backoff_seconds(self.request.retries + 1, report.retry_after, _rng)
         log.info("retrying %d deliveries in %.1fs", len(report.retry), delay)
         raise self.retry(args=(report.retry,), countdown=delay)
-    return {"sent": report.sent, "failed": report.failed, "skipped": report.skipped}
+    return {
+        "sent": report.sent,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "unknown": report.unknown,
+    }
 
 
 @app.task(name="drip.purge_pending")  # type: ignore[untyped-decorator]

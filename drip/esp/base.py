@@ -73,6 +73,9 @@ class SendResult:
     # A per-recipient permanent refusal of the address itself (SMTP 550 no such user): the
     # address is suppressed like a bounce. Only meaningful when not ok and not transient.
     invalid_address: bool = False
+    # The provider's wait hint (seconds) when this recipient was not sent because a later request
+    # of the batch was throttled (429, 5xx): the engine holds every sender off, uses no attempt.
+    retry_after: float | None = None
 
 
 def personalize(template: str, substitutions: Mapping[str, str]) -> str:

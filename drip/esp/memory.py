@@ -5,6 +5,7 @@ holding the personalized subject, HTML and text and the MIME message :func:`buil
 Scripted failures: :meth:`MemoryBackend.raise_next` makes the next N ``send_batch`` calls raise
 (nothing is recorded for them); :meth:`MemoryBackend.fail_address` makes one address fail in its
 own :class:`SendResult` on every call until :meth:`MemoryBackend.clear` or :meth:`unfail_address`.
+``probe_failure``, when set, is what :meth:`MemoryBackend.probe` raises.
 Thread-safe.
 """
 
@@ -43,6 +44,8 @@ class SentEmail:
 class _AddressFailure:
     error: str
     transient: bool
+    unknown: bool
+    invalid_address: bool
 
 
 class MemoryBackend(EmailBackend):
@@ -58,6 +61,8 @@ class MemoryBackend(EmailBackend):
         self.closed = False
         self._raises: list[BackendError] = []
         self._failing: dict[str, _AddressFailure] = {}
+        self.probe_failure: BackendError | None = None  # what probe() raises; None: it passes
+        self.probes = 0
 
     def raise_next(self, error: BackendError, times: int = 1) -> None:
         """Make the next ``times`` calls of ``send_batch`` raise ``error`` (queued after others)."""
@@ -65,11 +70,20 @@ class MemoryBackend(EmailBackend):
             self._raises.extend([error] * times)
 
     def fail_address(
-        self, email: str, *, transient: bool = False, error: str = "550 5.1.1 mailbox unavailable"
+        self,
+        email: str,
+        *,
+        transient: bool = False,
+        unknown: bool = False,
+        invalid_address: bool = False,
+        error: str = "550 5.1.1 mailbox unavailable",
     ) -> None:
-        """Make every send to ``email`` (case-insensitive) fail in its result."""
+        """Make every send to ``email`` (case-insensitive) fail in its result, with the flags
+        given (``unknown``: as if the answer for it never came)."""
         with self._lock:
-            self._failing[email.lower()] = _AddressFailure(error, transient)
+            self._failing[email.lower()] = _AddressFailure(
+                error, transient, unknown, invalid_address
+            )
 
     def unfail_address(self, email: str) -> None:
         with self._lock:
@@ -103,7 +117,12 @@ class MemoryBackend(EmailBackend):
         failure = self._failing.get(recipient.email.lower())
         if failure is not None:
             return SendResult(
-                recipient.delivery_id, False, error=failure.error, transient=failure.transient
+                recipient.delivery_id,
+                False,
+                error=failure.error,
+                transient=failure.transient,
+                unknown=failure.unknown,
+                invalid_address=failure.invalid_address,
             )
         try:
             mime = build_mime(
@@ -127,6 +146,12 @@ class MemoryBackend(EmailBackend):
             )
         )
         return SendResult(recipient.delivery_id, True, provider_message_id=str(mime["Message-ID"]))
+
+    def probe(self) -> None:
+        with self._lock:
+            self.probes += 1
+            if self.probe_failure is not None:
+                raise self.probe_failure
 
     def close(self) -> None:
         self.closed = True
