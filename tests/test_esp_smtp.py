@@ -1,4 +1,6 @@
-"""SmtpBackend against a real aiosmtpd server on loopback: delivery, reuse, refusals, TLS, AUTH."""
+"""SmtpBackend against real servers on loopback: aiosmtpd for delivery, reuse, refusals, TLS and
+AUTH; :class:`~tests.fakes.smtp_faults.FaultySmtpServer` for byte-level faults at each stage of a
+transaction (before the final dot: retried once; after it: unknown, never sent again)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,9 +28,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from drip.clock import FrozenClock
-from drip.errors import PermanentBackendError, TransientBackendError
+from drip.errors import PermanentBackendError, ThrottledBackendError, TransientBackendError
 from drip.esp.base import Message, Recipient
 from drip.esp.smtp import SmtpBackend, TlsMode
+from tests.fakes.smtp_faults import Action, Drop, FaultySmtpServer, Reply, Silence, Step
 
 WHEN = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 MESSAGE = Message(
@@ -115,9 +119,9 @@ def serve() -> Iterator[Serve]:
 def backends() -> Iterator[Callable[..., SmtpBackend]]:
     made: list[SmtpBackend] = []
 
-    def make(port: int, tls: TlsMode = "none", **kwargs: Any) -> SmtpBackend:
+    def make(port: int, tls: TlsMode = "none", timeout: float = 5.0, **kwargs: Any) -> SmtpBackend:
         backend = SmtpBackend(
-            "127.0.0.1", port, tls=tls, timeout=5, clock=FrozenClock(WHEN), **kwargs
+            "127.0.0.1", port, tls=tls, timeout=timeout, clock=FrozenClock(WHEN), **kwargs
         )
         made.append(backend)
         return backend
@@ -185,12 +189,10 @@ def test_refused_recipients_get_their_own_results(serve: Serve, backends: Any) -
     batch = [person(1), person(2, "full@example.org"), person(3, "gone@example.org"), person(4)]
     ok, full, gone, last = backends(ctl.port).send_batch(MESSAGE, batch)
     assert ok.ok and last.ok
-    assert (full.ok, full.transient) == (False, True) and "450 4.2.2 Mailbox full" in str(
-        full.error
-    )
-    assert (gone.ok, gone.transient) == (False, False) and "550 5.1.1 No such user" in str(
-        gone.error
-    )
+    assert (full.ok, full.transient, full.invalid_address) == (False, True, False)
+    assert "450 4.2.2 Mailbox full" in str(full.error)
+    assert (gone.ok, gone.transient, gone.invalid_address) == (False, False, True)
+    assert "550 5.1.1 No such user" in str(gone.error)
     assert [to for _, to, _, _ in box.received] == [["p1@example.org"], ["p4@example.org"]]
     assert ctl.connections == 1  # a refusal does not cost the connection
 
@@ -206,8 +208,9 @@ def test_a_closing_server_after_a_success_is_reported_not_raised(
     assert first.ok
     assert (second.ok, second.transient, third.ok, third.transient) == (False, True, False, True)
     assert backend.connections_opened == 2  # one reconnect, then give up on this batch
-    # Nothing accepted yet in a batch: the same failure raises, for the caller to retry later.
-    with pytest.raises(TransientBackendError):
+    # Nothing accepted yet in a batch: the same failure raises, for the caller to retry later,
+    # and a server that keeps saying 421 asks every worker to slow down.
+    with pytest.raises(ThrottledBackendError):
         backend.send_batch(MESSAGE, [person(2)])
 
 
@@ -243,7 +246,8 @@ def raw_server(greeting: bytes | None) -> Iterator[int]:
 @pytest.mark.parametrize(
     ("greeting", "error"),
     [
-        (b"421 4.3.2 Too busy, try later\r\n", TransientBackendError),
+        (b"421 4.3.2 Too busy, try later\r\n", ThrottledBackendError),
+        (b"450 4.3.2 Try again later\r\n", ThrottledBackendError),
         (b"554 5.3.2 No service for you\r\n", PermanentBackendError),
     ],
 )
@@ -354,6 +358,8 @@ def test_auth(serve: Serve, backends: Any, password: str, ok: bool) -> None:
     with pytest.raises(PermanentBackendError, match="535") as info:
         backend.send_batch(MESSAGE, [person(1)])
     assert info.value.status == 535 and box.received == []
+    with pytest.raises(PermanentBackendError, match="535"):
+        backend.probe()
 
 
 def test_close_quits_and_is_safe_twice(serve: Serve, backends: Any) -> None:
@@ -364,3 +370,236 @@ def test_close_quits_and_is_safe_twice(serve: Serve, backends: Any) -> None:
     backend.close()
     assert backend.send_batch(MESSAGE, [person(2)])[0].ok  # opens a fresh connection
     assert backend.connections_opened == 2
+
+
+# --- Faults at each stage of a transaction, from a server that misbehaves on purpose -----------
+
+
+@pytest.fixture
+def faulty() -> Iterator[FaultySmtpServer]:
+    with FaultySmtpServer() as server:
+        yield server
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    outcome = call()
+    return outcome, time.monotonic() - started
+
+
+def test_no_reply_to_the_final_dot_is_unknown_and_never_sent_again(
+    faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script("DOT", Reply("250 2.0.0 OK", delay=2.0), connection=1)
+    backend = backends(faulty.port, timeout=0.5)
+    (first, second, third), elapsed = timed(
+        lambda: backend.send_batch(MESSAGE, [person(1), person(2), person(3)])
+    )
+    assert (first.ok, first.unknown, first.transient) == (False, True, False)
+    assert "may have been delivered" in str(first.error)
+    # The batch stops at the message in doubt: the others certainly were not sent.
+    assert [(r.ok, r.transient, r.unknown) for r in (second, third)] == [(False, True, False)] * 2
+    assert elapsed < 1.5
+    assert faulty.received == {"p1@example.org": 1} and faulty.connections == 1
+    # The connection in doubt is not reused, and the message in doubt is not in the next batch.
+    assert backend.send_batch(MESSAGE, [person(2)])[0].ok
+    assert faulty.received == {"p1@example.org": 1, "p2@example.org": 1}
+    assert faulty.connections == 2
+
+
+def test_a_reply_trickled_after_the_final_dot_is_cut_at_the_deadline(
+    faulty: FaultySmtpServer, backends: Any
+) -> None:
+    # 33 bytes at 0.3 s each: 10 s of a server that is never silent for a whole read timeout.
+    faulty.script("DOT", Reply("250 2.0.0 OK: queued as 4B2F1A", trickle=0.3))
+    backend = backends(faulty.port, timeout=1.0)
+    [result], elapsed = timed(lambda: backend.send_batch(MESSAGE, [person(1)]))
+    assert (result.ok, result.unknown) == (False, True)
+    assert elapsed < 2.5
+    assert faulty.received == {"p1@example.org": 1} and faulty.connections == 1
+
+
+@pytest.mark.parametrize(
+    "reply", [Drop(), Reply("hello?")], ids=["reset after the dot", "unreadable reply"]
+)
+def test_no_usable_reply_to_the_final_dot_is_unknown(
+    reply: Action, faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script("DOT", reply)
+    [result] = backends(faulty.port).send_batch(MESSAGE, [person(1)])
+    assert (result.ok, result.unknown) == (False, True)
+    assert faulty.received == {"p1@example.org": 1} and faulty.connections == 1
+
+
+@pytest.mark.parametrize("step", ["MAIL", "RCPT", "DATA"])
+@pytest.mark.parametrize(
+    "fault",
+    [Drop(), Silence(), Reply("421 4.3.2 Shutting down")],
+    ids=["reset", "silence past the deadline", "421"],
+)
+def test_a_failure_before_the_final_dot_is_retried_once_on_a_fresh_connection(
+    step: Step, fault: Action, faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script(step, fault, connection=1)
+    backend = backends(faulty.port, timeout=0.5)
+    [result] = backend.send_batch(MESSAGE, [person(1)])
+    assert result.ok
+    assert faulty.received == {"p1@example.org": 1}
+    assert faulty.connections == 2 and backend.connections_opened == 2
+
+
+def test_a_354_later_than_the_deadline_means_not_sent(
+    faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script("DATA", Reply("354 Go ahead", delay=1.0), connection=1)
+    [result], elapsed = timed(
+        lambda: backends(faulty.port, timeout=0.5).send_batch(MESSAGE, [person(1)])
+    )
+    assert result.ok and elapsed < 1.5
+    assert faulty.received == {"p1@example.org": 1} and faulty.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [(Drop(), TransientBackendError), (Reply("421 4.7.0 Too many"), ThrottledBackendError)],
+    ids=["reset", "421"],
+)
+def test_a_failure_before_the_dot_twice_raises(
+    fault: Action, error: type[Exception], faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script("RCPT", fault)
+    with pytest.raises(error) as info:
+        backends(faulty.port).send_batch(MESSAGE, [person(1), person(2)])
+    assert type(info.value) is error
+    assert faulty.received == {} and faulty.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "transient", "invalid"),
+    [
+        ("450 4.2.2 Mailbox full, try later", True, False),
+        ("550 5.1.1 No such user", False, True),
+        ("550 No such user here", False, True),
+        ("551 User not local", False, True),
+        ("553 5.1.3 Bad destination mailbox address", False, True),
+        ("554 5.1.10 Recipient address has null MX", False, True),
+        ("550 5.7.1 Relaying denied", False, False),  # about us, not about the address
+        ("552 5.2.2 Mailbox full", False, False),
+    ],
+)
+def test_a_refused_recipient_gets_its_own_result(
+    reply: str, transient: bool, invalid: bool, faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script("RCPT", Reply(reply), address="x@example.org")
+    batch = [person(1), person(2, "x@example.org"), person(3)]
+    ok, refused, after = backends(faulty.port).send_batch(MESSAGE, batch)
+    assert ok.ok and after.ok
+    assert (refused.ok, refused.transient, refused.invalid_address, refused.unknown) == (
+        False,
+        transient,
+        invalid,
+        False,
+    )
+    assert reply in str(refused.error)
+    assert faulty.received == {"p1@example.org": 1, "p3@example.org": 1}
+    assert faulty.connections == 1 and "RSET" in faulty.commands
+
+
+@pytest.mark.parametrize(
+    ("reply", "transient", "connections"),
+    [
+        ("451 4.3.0 Queue file write error", True, 1),
+        ("554 5.6.0 Message rejected as spam", False, 1),
+        ("421 4.3.2 Shutting down", True, 2),  # refused and closing: the next one reconnects
+    ],
+)
+def test_a_refusal_of_the_message_after_the_dot_is_its_result(
+    reply: str, transient: bool, connections: int, faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script("DOT", Reply(reply), address="x@example.org")
+    refused, after = backends(faulty.port).send_batch(
+        MESSAGE, [person(1, "x@example.org"), person(2)]
+    )
+    assert (refused.ok, refused.transient, refused.unknown, refused.invalid_address) == (
+        False,
+        transient,
+        False,
+        False,
+    )
+    assert after.ok
+    assert faulty.received == {"x@example.org": 1, "p2@example.org": 1}  # never re-sent
+    assert faulty.connections == connections
+
+
+def test_a_refused_sender_raises_for_the_whole_batch(
+    faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script("MAIL", Reply("553 5.7.1 Sender address rejected"))
+    with pytest.raises(PermanentBackendError, match="553") as info:
+        backends(faulty.port).send_batch(MESSAGE, [person(1), person(2)])
+    assert info.value.status == 553 and faulty.received == {}
+
+
+def test_a_trickled_greeting_is_cut_at_the_connect_deadline(
+    faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script("greeting", Reply("220 slow.test ESMTP at your service", trickle=0.3))
+    backend = backends(faulty.port, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(TransientBackendError, match="timed out"):
+        backend.send_batch(MESSAGE, [person(1)])
+    assert time.monotonic() - started < 2.5
+    assert faulty.received == {}
+
+
+def test_probe_says_noop_and_sends_nothing(faulty: FaultySmtpServer, backends: Any) -> None:
+    backend = backends(faulty.port)
+    backend.probe()
+    backend.probe()
+    assert faulty.commands.count("NOOP") == 2 and "MAIL" not in faulty.commands
+    assert faulty.received == {}
+    assert backend.send_batch(MESSAGE, [person(1)])[0].ok
+    assert faulty.connections == 1  # the probe's connection is kept for sending
+
+
+def test_probe_replaces_a_stale_connection(faulty: FaultySmtpServer, backends: Any) -> None:
+    faulty.script("NOOP", Drop(), connection=1)
+    backend = backends(faulty.port)
+    assert backend.send_batch(MESSAGE, [person(1)])[0].ok
+    backend.probe()
+    assert faulty.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("step", "fault", "error"),
+    [
+        ("greeting", Reply("421 4.3.2 Too busy"), ThrottledBackendError),
+        ("greeting", Reply("554 5.3.2 Go away"), PermanentBackendError),
+        ("greeting", Silence(), TransientBackendError),
+        ("EHLO", Drop(), TransientBackendError),
+        ("NOOP", Reply("421 4.3.2 Closing"), ThrottledBackendError),
+        ("NOOP", Reply("502 5.5.1 No NOOP here"), PermanentBackendError),
+    ],
+    ids=[
+        "421 greeting",
+        "554 greeting",
+        "silent greeting",
+        "reset at EHLO",
+        "421 NOOP",
+        "502 NOOP",
+    ],
+)
+def test_probe_raises_what_sending_would(
+    step: Step, fault: Action, error: type[Exception], faulty: FaultySmtpServer, backends: Any
+) -> None:
+    faulty.script(step, fault)
+    with pytest.raises(error) as info:
+        backends(faulty.port, timeout=0.5).probe()
+    assert type(info.value) is error
+    assert faulty.received == {}
+
+
+def test_probe_of_a_server_that_is_down_is_transient(backends: Any) -> None:
+    with pytest.raises(TransientBackendError) as info:
+        backends(closed_port()).probe()
+    assert type(info.value) is TransientBackendError

@@ -15,8 +15,8 @@ transaction fails decides which one.
   garbled reply): the server may have accepted it. That recipient's result is ``unknown``, the
   connection is discarded, the batch stops and the remaining recipients get ``transient``
   (certainly not sent) results. The message is never sent again by this backend.
-- **A complete reply to the final dot**: 2xx sent, 4xx ``transient``, 5xx permanent, 421 as
-  above (an explicit "not accepted, closing").
+- **A complete reply to the final dot**: 2xx sent, 4xx ``transient`` (421 also discards the
+  connection), 5xx permanent. Not resubmitted within the call.
 
 Deadlines, not per-read timeouts: ``timeout`` bounds one recipient's whole transaction, and
 separately the connect, greeting, EHLO, STARTTLS and AUTH sequence. Every socket read and write is
@@ -371,8 +371,8 @@ class SmtpBackend(EmailBackend):
             return _unknown(mail, _describe(err))
         if 200 <= code < 300:
             return SendResult(mail.delivery_id, True, provider_message_id=mail.message_id)
-        if code == CLOSING:
-            raise _NotDelivered(f"after DATA: {code} {_text(reply)}", closing=True)
+        if code == CLOSING:  # refused, and the server is hanging up: not resubmitted in this call
+            self._discard()
         if 400 <= code < 600:
             return _refusal_result(mail, "after DATA", code, reply)
         return _unknown(mail, f"unreadable reply {_text(reply)!r}")
