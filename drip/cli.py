@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import click
 
 from drip.cli_support import content_failure as _content_failure
-from drip.cli_support import runtime_or_exit as _runtime
 from drip.cli_support import settings_or_exit as _settings
 from drip.content import check_library, load_library
 from drip.errors import ContentError
@@ -168,59 +167,6 @@ def beat(ctx: click.Context) -> None:
     _exec_celery(["beat", "--loglevel", "INFO", *ctx.args])
 
 
-@main.group()
-def sending() -> None:
-    """The sending pause set after too many failures in a row."""
-
-
-@sending.command("status")
-def sending_status() -> None:
-    """Say whether sending is paused, and why."""
-    from drip import engine_state
-
-    rt = _runtime()
-    with rt.sessions() as session:
-        reason = engine_state.paused_reason(session)
-    click.echo(f"paused: {reason}" if reason else "sending is running")
-    sys.exit(1 if reason else 0)
-
-
-@sending.command("resume")
-def sending_resume() -> None:
-    """Lift the pause once the cause is fixed."""
-    from drip import engine_state
-
-    rt = _runtime()
-    with rt.transaction() as session:
-        was_paused = engine_state.resume(session)
-    click.echo("sending resumed" if was_paused else "sending was not paused")
-
-
-@main.group()
-def deliveries() -> None:
-    """Individual emails."""
-
-
-@deliveries.command("unknown")
-def deliveries_unknown() -> None:
-    """List deliveries whose fate is unknown (a worker died mid-send): check them by hand."""
-    from sqlalchemy import select
-
-    from drip.models import Delivery, DeliveryStatus, Subscriber
-
-    rt = _runtime()
-    with rt.sessions() as session:
-        rows = session.execute(
-            select(Delivery.id, Subscriber.email, Delivery.message_key, Delivery.updated_at)
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.status == DeliveryStatus.UNKNOWN)
-            .order_by(Delivery.id)
-        ).all()
-    for row in rows:
-        click.echo(f"{row.id}\t{row.email}\t{row.message_key}\t{row.updated_at.isoformat()}")
-    click.echo(f"{len(rows)} unknown deliveries", err=True)
-
-
 def _library(settings: Settings) -> dict[str, Sequence]:
     try:
         return load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
@@ -241,6 +187,7 @@ def _relative(path: Path) -> Path:
 
 from drip.cli_admin import admin  # noqa: E402
 from drip.cli_broadcast import broadcast  # noqa: E402
+from drip.cli_deliveries import deliveries, sending  # noqa: E402
 from drip.cli_stats import stats, tracking  # noqa: E402
 from drip.cli_subscribers import serve, subscribers  # noqa: E402 - registered last, on purpose
 
@@ -250,6 +197,8 @@ main.add_command(stats)  # issue 5
 main.add_command(tracking)  # issue 5
 main.add_command(broadcast)  # issue 6
 main.add_command(admin)  # issue 7
+main.add_command(sending)
+main.add_command(deliveries)
 
 if __name__ == "__main__":
     main()

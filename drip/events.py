@@ -7,9 +7,11 @@ Every source (our open/click endpoints, SendGrid's Event Webhook) turns what it 
 2. **flag** machine opens and clicks (:mod:`drip.tracking.machine`);
 3. **dedupe**: ``INSERT ... ON CONFLICT (provider_event_id) DO NOTHING RETURNING`` keeps one
    row per event id, so a provider's retry, or a batch sent twice, changes nothing;
-4. **apply**, for the newly stored events only: suppressions (hard bounce, complaint) and
-   unsubscribes, then the rollups (:mod:`drip.engagement`), each idempotent. The rollup rows
-   come last because concurrent batches about the same emails queue on their row locks.
+4. **apply**, for the newly stored events only: suppressions (hard bounce, complaint),
+   unsubscribes, settling ``unknown`` deliveries the events prove sent or refused
+   (:mod:`drip.reconcile`), then the rollups (:mod:`drip.engagement`), each idempotent. The
+   rollup rows come last because concurrent batches about the same emails queue on their row
+   locks.
 
 Order does not matter: every effect is "set once" (first open, suppression, unsubscribe), so an
 open before its delivered event, or a bounce after a click, lands the same as in order.
@@ -33,6 +35,7 @@ from drip.engagement import First, add_counts, record_firsts
 from drip.event_effects import apply_effects
 from drip.event_match import match_events
 from drip.models import TrackingEvent
+from drip.reconcile import Word, settle_from_events
 from drip.runtime import Runtime
 from drip.tracking.machine import machine_click, machine_open
 
@@ -103,6 +106,7 @@ class IngestReport:
     unmatched: int = 0  # stored without a delivery (an address we never mailed, say)
     suppressed: int = 0
     unsubscribed: int = 0
+    settled: dict[str, int] = field(default_factory=dict)  # unknown deliveries now sent/failed
     new: list[Event] = field(default_factory=list, repr=False)
 
 
@@ -139,6 +143,7 @@ def ingest(
     report.unmatched = sum(1 for e in report.new if e.delivery_id is None)
     firsts = _firsts(report.new)
     report.suppressed, report.unsubscribed = apply_effects(session, report.new, now, firsts)
+    report.settled = settle_from_events(session, _words(report.new), now)
     # The rollup rows last, as late as possible before the commit: another batch about the same
     # emails waits for these row locks until this one commits.
     add_counts(session, record_firsts(session, firsts))
@@ -241,6 +246,15 @@ def _insert_new(session: Session, events: list[Event], now: datetime) -> list[Ev
             session.connection().execute(stmt, [{**r, "received_at": now} for r in rows]).scalars()
         )
     return [e for e in events if e.provider_event_id in stored]
+
+
+def _words(events: list[Event]) -> list[Word]:
+    """What the new events say about their deliveries, for settling ``unknown`` rows."""
+    return [
+        Word(e.delivery_id, str(e.type), e.occurred_at, e.reason)
+        for e in events
+        if e.delivery_id is not None
+    ]
 
 
 def _firsts(events: list[Event]) -> list[First]:

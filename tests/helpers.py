@@ -61,6 +61,8 @@ def run_tick(rt: Runtime, now: datetime | None = None) -> tuple[list[list[int]],
         total.failed += report.failed
         total.skipped += report.skipped
         total.not_queued += report.not_queued
+        total.unknown += report.unknown
         total.retry += report.retry
+        total.held = total.held or report.held
         total.paused = total.paused or report.paused
     return batches, total
