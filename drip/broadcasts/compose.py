@@ -28,6 +28,7 @@ from drip.content import PREHEADER_MAX, SUBJECT_MAX, check_body
 from drip.errors import InvalidInput
 from drip.models import Broadcast
 from drip.runtime import Runtime
+from drip.subscribers.validation import storable_text
 
 LESSON_ONLY = ("lesson_count", "lesson_number")
 BODY_MAX = 100_000
@@ -37,6 +38,8 @@ _PARSER = Environment()
 
 def check_content(subject: str, preheader: str, body_md: str, runners_lab_url: str) -> None:
     """Raise :class:`InvalidInput` listing every problem of the message, or return quietly."""
+    for text, field in ((subject, "subject"), (preheader, "preheader"), (body_md, "body_md")):
+        storable_text(text, field)
     subject = subject.strip()
     if not subject:
         raise InvalidInput("subject", "is required")

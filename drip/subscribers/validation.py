@@ -33,6 +33,10 @@ CONSENT_TEXT_MAX = 2000
 
 # C0 and C1 controls, DEL, and the Unicode line/paragraph separators: header injection material.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Bidirectional formatting characters (embeddings, overrides, isolates, the directional marks):
+# in a name they reorder what follows them in the recipient's display name and the dashboard.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
 _SOURCE = re.compile(r"^[\w .:/@+-]*$")
 
@@ -59,6 +63,17 @@ def _text(value: object, name: str) -> str:
     return unicodedata.normalize("NFC", value)
 
 
+def storable_text(value: str, field: str) -> str:
+    """``value`` unchanged, or :class:`InvalidInput` on ``field`` if it holds a NUL character or
+    a lone surrogate (from a JSON ``\\ud800``): PostgreSQL text cannot store either, and the
+    database error would be a 500 instead of an answer naming the field."""
+    if "\x00" in value:
+        raise InvalidInput(field, "must not contain NUL characters")
+    if not value.isascii() and _SURROGATE.search(value):
+        raise InvalidInput(field, "is not valid Unicode text (it holds a lone surrogate)")
+    return value
+
+
 def normalize_address(value: object) -> str:
     """The canonical form of an email address, or :class:`InvalidInput` on ``email``."""
     raw = _text(value, "email").strip()
@@ -82,9 +97,11 @@ def normalize_address(value: object) -> str:
 def clean_name(value: object, name: str = "first_name") -> str:
     """A display name: trimmed, spaces collapsed, no control characters, at most 100 characters.
 
+    Bidirectional formatting characters are removed, not refused: a right-to-left override would
+    reverse the rest of the recipient's display name, and a visitor cannot see them to fix them.
     HTML is kept as text (``<b>`` stays ``<b>``); templates escape it when they render.
     """
-    text = _text(value, name)
+    text = _BIDI.sub("", _text(value, name))
     if _CONTROL.search(text):
         raise InvalidInput(name, "must not contain line breaks or control characters")
     text = _SPACES.sub(" ", text).strip()
@@ -189,7 +206,7 @@ def clean_signup(
     consent_text: str = "",
 ) -> SignupData:
     """Validate every field of a signup; the first bad one raises, named."""
-    text = _text(consent_text, "consent_text").strip()
+    text = storable_text(_text(consent_text, "consent_text"), "consent_text").strip()
     if len(text) > CONSENT_TEXT_MAX:
         raise InvalidInput("consent_text", f"is too long (at most {CONSENT_TEXT_MAX} characters)")
     return SignupData(

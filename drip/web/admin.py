@@ -19,6 +19,7 @@ from drip.subscribers.validation import clean_tags
 from drip.web.api import ERRORS
 from drip.web.auth import require_admin
 from drip.web.errors import ApiError
+from drip.web.params import Cursor, RowId
 
 router = APIRouter(
     prefix="/api/v1/admin",
@@ -73,10 +74,10 @@ def list_(
     state: Annotated[
         CourseState | None, Query(description="Where they stand in the course.")
     ] = None,
-    after: int = Query(0, ge=0, description="The `next_after` of the previous page."),
-    before: int | None = Query(
-        None, ge=1, description="The `previous_before` of a page: the page before it."
-    ),
+    after: Annotated[Cursor, Query(description="The `next_after` of the previous page.")] = 0,
+    before: Annotated[
+        RowId | None, Query(description="The `previous_before` of a page: the page before it.")
+    ] = None,
     limit: int = Query(50, ge=1, le=PAGE_MAX),
 ) -> dict[str, Any]:
     rt = _rt(request)
@@ -101,13 +102,13 @@ def list_(
 
 
 @router.get("/subscribers/{subscriber_id}", summary="One subscriber")
-def get(request: Request, subscriber_id: int) -> dict[str, Any]:
+def get(request: Request, subscriber_id: RowId) -> dict[str, Any]:
     with _rt(request).sessions() as session:
         return subscriber_summary(_get(session, subscriber_id))
 
 
 @router.put("/subscribers/{subscriber_id}/tags", summary="Replace the tags")
-def replace_tags(request: Request, subscriber_id: int, body: TagsReplace) -> dict[str, Any]:
+def replace_tags(request: Request, subscriber_id: RowId, body: TagsReplace) -> dict[str, Any]:
     tags = _tags(body.tags, "tags")
     with _rt(request).transaction() as session:
         sub = _get(session, subscriber_id)
@@ -117,7 +118,7 @@ def replace_tags(request: Request, subscriber_id: int, body: TagsReplace) -> dic
 
 
 @router.patch("/subscribers/{subscriber_id}/tags", summary="Add and remove tags")
-def change_tags(request: Request, subscriber_id: int, body: TagsChange) -> dict[str, Any]:
+def change_tags(request: Request, subscriber_id: RowId, body: TagsChange) -> dict[str, Any]:
     add, remove = _tags(body.add, "add"), _tags(body.remove, "remove")
     with _rt(request).transaction() as session:
         sub = _get(session, subscriber_id)
@@ -128,7 +129,7 @@ def change_tags(request: Request, subscriber_id: int, body: TagsChange) -> dict[
 
 
 @router.post("/subscribers/{subscriber_id}/unsubscribe", summary="Unsubscribe from everything")
-def unsubscribe_(request: Request, subscriber_id: int) -> dict[str, Any]:
+def unsubscribe_(request: Request, subscriber_id: RowId) -> dict[str, Any]:
     rt = _rt(request)
     with rt.transaction() as session:
         sub = _get(session, subscriber_id)
@@ -138,14 +139,14 @@ def unsubscribe_(request: Request, subscriber_id: int) -> dict[str, Any]:
 
 
 @router.get("/subscribers/{subscriber_id}/export", summary="Everything stored (GDPR)")
-def export(request: Request, subscriber_id: int) -> dict[str, Any]:
+def export(request: Request, subscriber_id: RowId) -> dict[str, Any]:
     rt = _rt(request)
     with rt.sessions() as session:
         return export_subscriber(session, _get(session, subscriber_id), rt.clock())
 
 
 @router.post("/subscribers/{subscriber_id}/erase", summary="Erase personal data (GDPR)")
-def erase(request: Request, subscriber_id: int) -> dict[str, Any]:
+def erase(request: Request, subscriber_id: RowId) -> dict[str, Any]:
     rt = _rt(request)
     with rt.transaction() as session:
         erased = erase_subscriber(session, _get(session, subscriber_id), rt.clock())

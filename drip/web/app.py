@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +26,7 @@ from drip.web import admin, admin_stats, api, dashboard, pages
 from drip.web import broadcasts as broadcasts_api
 from drip.web.errors import BodyTooLarge, error_response, install_handlers
 from drip.web.logs import request_id_var
+from drip.web.params import refuse_nul_params
 from drip.web.ratelimit import RateLimiter
 from drip.web.templating import make_environment
 from drip.webhooks.routes import router as webhooks_router
@@ -126,6 +127,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         version="1",
         docs_url="/docs",
         redoc_url=None,
+        dependencies=[Depends(refuse_nul_params)],  # issue 12: NUL never reaches PostgreSQL
     )
     app.state.rt = runtime
     app.state.pages = make_environment(runtime.settings.templates_dir)

@@ -29,6 +29,7 @@ from drip.runtime import Runtime
 from drip.web.api import ERRORS
 from drip.web.auth import bearer_token, require_admin
 from drip.web.errors import ApiError
+from drip.web.params import RowId
 
 router = APIRouter(
     prefix="/api/v1/admin/broadcasts",
@@ -48,9 +49,14 @@ class BroadcastIn(BaseModel):
 
 
 class BroadcastChange(BaseModel):
-    subject: str | None = Field(None, max_length=200)
-    body_md: str | None = None
-    preheader: str | None = Field(None, max_length=200)
+    """The fields to change; a field left out keeps its value. ``segment: null`` means every
+    newsletter subscriber and ``quiet_hours: null`` the default, but the texts cannot be null."""
+
+    # Typed str so that null is refused (422 naming the field) and the schema says so; the None
+    # defaults are never seen: the route reads model_dump(exclude_unset=True).
+    subject: str = Field(None, max_length=200)  # type: ignore[assignment]
+    body_md: str = Field(None)  # type: ignore[assignment]
+    preheader: str = Field(None, max_length=200)  # type: ignore[assignment]
     segment: dict[str, Any] | None = None
     quiet_hours: int | None = None
 
@@ -60,7 +66,9 @@ class SegmentIn(BaseModel):
 
 
 class PreviewIn(BaseModel):
-    subscriber_id: int | None = Field(None, description="Default: the segment's first subscriber.")
+    subscriber_id: RowId | None = Field(
+        None, description="Default: the segment's first subscriber."
+    )
 
 
 class TestIn(BaseModel):
@@ -127,13 +135,13 @@ def audience(request: Request, body: SegmentIn) -> dict[str, Any]:
 
 
 @router.get("/{broadcast_id}", summary="One broadcast: progress, zone groups, results, history")
-def show(request: Request, broadcast_id: int) -> dict[str, Any]:
+def show(request: Request, broadcast_id: RowId) -> dict[str, Any]:
     with _rt(request).sessions() as session:
         return detail(session, _get(session, broadcast_id))
 
 
 @router.patch("/{broadcast_id}", summary="Change a draft or scheduled broadcast")
-def update(request: Request, broadcast_id: int, body: BroadcastChange) -> dict[str, Any]:
+def update(request: Request, broadcast_id: RowId, body: BroadcastChange) -> dict[str, Any]:
     rt = _rt(request)
     with rt.transaction() as session:
         _get(session, broadcast_id)
@@ -152,7 +160,7 @@ def update(request: Request, broadcast_id: int, body: BroadcastChange) -> dict[s
 
 
 @router.get("/{broadcast_id}/audience", summary="How many subscribers its segment holds now")
-def broadcast_audience(request: Request, broadcast_id: int) -> dict[str, Any]:
+def broadcast_audience(request: Request, broadcast_id: RowId) -> dict[str, Any]:
     rt = _rt(request)
     with rt.sessions() as session:
         return _audience(rt, session, parse_segment(_get(session, broadcast_id).segment))
@@ -164,7 +172,7 @@ def _audience(rt: Runtime, session: Session, segment: Segment) -> dict[str, Any]
 
 
 @router.post("/{broadcast_id}/preview", summary="HTML and text as one subscriber would get it")
-def preview_(request: Request, broadcast_id: int, body: PreviewIn) -> dict[str, Any]:
+def preview_(request: Request, broadcast_id: RowId, body: PreviewIn) -> dict[str, Any]:
     rt = _rt(request)
     with rt.sessions() as session:
         shown = preview.preview(rt, session, _get(session, broadcast_id), body.subscriber_id)
@@ -178,7 +186,7 @@ def preview_(request: Request, broadcast_id: int, body: PreviewIn) -> dict[str, 
 
 
 @router.post("/{broadcast_id}/test", summary="Send a [TEST] copy to a few addresses")
-def test(request: Request, broadcast_id: int, body: TestIn) -> dict[str, Any]:
+def test(request: Request, broadcast_id: RowId, body: TestIn) -> dict[str, Any]:
     rt = _rt(request)
     with rt.sessions() as session:  # no transaction open during the backend call
         try:
@@ -195,7 +203,7 @@ def test(request: Request, broadcast_id: int, body: TestIn) -> dict[str, Any]:
 
 
 @router.post("/{broadcast_id}/schedule", summary="Schedule at a time, or a local time per zone")
-def schedule(request: Request, broadcast_id: int, body: ScheduleIn) -> dict[str, Any]:
+def schedule(request: Request, broadcast_id: RowId, body: ScheduleIn) -> dict[str, Any]:
     rt = _rt(request)
     with rt.transaction() as session:
         _get(session, broadcast_id)
@@ -228,20 +236,20 @@ def _action(request: Request, broadcast_id: int, name: str) -> dict[str, Any]:
 
 
 @router.post("/{broadcast_id}/unschedule", summary="Back to draft")
-def unschedule(request: Request, broadcast_id: int) -> dict[str, Any]:
+def unschedule(request: Request, broadcast_id: RowId) -> dict[str, Any]:
     return _action(request, broadcast_id, "unschedule")
 
 
 @router.post("/{broadcast_id}/pause", summary="Stop sending now (queued emails are held)")
-def pause(request: Request, broadcast_id: int) -> dict[str, Any]:
+def pause(request: Request, broadcast_id: RowId) -> dict[str, Any]:
     return _action(request, broadcast_id, "pause")
 
 
 @router.post("/{broadcast_id}/resume", summary="Carry on where it stopped (within a minute)")
-def resume(request: Request, broadcast_id: int) -> dict[str, Any]:
+def resume(request: Request, broadcast_id: RowId) -> dict[str, Any]:
     return _action(request, broadcast_id, "resume")
 
 
 @router.post("/{broadcast_id}/cancel", summary="Stop for good; unsent emails are dropped")
-def cancel(request: Request, broadcast_id: int) -> dict[str, Any]:
+def cancel(request: Request, broadcast_id: RowId) -> dict[str, Any]:
     return _action(request, broadcast_id, "cancel")

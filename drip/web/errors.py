@@ -70,10 +70,12 @@ def error_json(
 def error_response(
     request: Request, status: int, message: str | None = None, field: str | None = None
 ) -> Response:
-    """JSON under ``/api/``, the friendly error page elsewhere."""
+    """JSON under ``/api/``, the friendly error page elsewhere (naming ``field``, if given)."""
     text = message or REASONS.get(status, "Something went wrong.")
     if is_api(request):
         return error_json(status, field, text)
+    if field:
+        text = f"{field}: {text}"
     from drip.web.templating import page
 
     return page(request, "error.html", {"status": status, "message": text}, status=status)

@@ -6,6 +6,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from drip.subscribers.validation import storable_text
 from drip.web.errors import error_response
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -30,14 +31,18 @@ def content_type(request: Request) -> str:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The text fields of a form post (first value of each); :class:`NotAForm` otherwise."""
+    """The text fields of a form post (first value of each); :class:`NotAForm` otherwise.
+
+    A field holding a NUL character raises :class:`~drip.errors.InvalidInput` naming it (a 422):
+    no form of ours has a use for one, and PostgreSQL text cannot store it.
+    """
     if content_type(request) not in FORM_TYPES:
         raise NotAForm
     form = await request.form(max_files=0, max_fields=MAX_FIELDS)
     values: dict[str, str] = {}
     for key, value in form.multi_items():
         if isinstance(value, str):
-            values.setdefault(key, value)
+            values.setdefault(key, storable_text(value, key))
     return values
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from drip.enrollments import stop_enrollments
 from drip.errors import InvalidInput
 from drip.models import Conversion, Delivery, Subscriber, TrackingEvent
+from drip.subscribers.validation import storable_text
 from drip.suppress import email_hash, normalize_email
 
 SIGNATURE_HEADER = "X-Drip-Signature"
@@ -65,7 +66,7 @@ def _string(data: dict[str, Any], name: str, limit: int) -> str:
     value = data.get(name)
     if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
         raise InvalidInput(name, "required, a non-empty string")
-    text = str(value).strip()
+    text = storable_text(str(value).strip(), name)
     if len(text) > limit:
         raise InvalidInput(name, f"at most {limit} characters")
     return text

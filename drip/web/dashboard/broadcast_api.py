@@ -33,6 +33,7 @@ from drip.web.dashboard.broadcasts import find, progress_of
 from drip.web.dashboard.rendering import email_frame
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute
 from drip.web.errors import error_json
+from drip.web.params import MAX_ID, RowId
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
@@ -46,8 +47,9 @@ def _draft(form: FormData) -> Broadcast:
     """A broadcast that exists only for this preview (never added to a session)."""
     values = forms.content(form)
     broadcast_id = forms.text(form, "broadcast_id")
+    known = broadcast_id.isascii() and broadcast_id.isdigit() and int(broadcast_id) <= MAX_ID
     return Broadcast(
-        id=int(broadcast_id) if broadcast_id.isdigit() else 0,
+        id=int(broadcast_id) if known else 0,
         segment=forms.segment(form),
         **values,
     )
@@ -108,7 +110,7 @@ async def audience(request: Request, admin: Checked) -> Response:
 
 
 @router.get("/api/broadcasts/{broadcast_id}/progress")
-def live_progress(request: Request, admin: Admin, broadcast_id: int) -> Response:
+def live_progress(request: Request, admin: Admin, broadcast_id: RowId) -> Response:
     rt = _rt(request)
     with rt.sessions() as session:
         return JSONResponse(progress_of(session, find(session, broadcast_id)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ from drip.web.dashboard.cache import figure_cache
 from drip.web.dashboard.rendering import admin_page, email_frame
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute, NotFound
 from drip.web.dashboard.sessions import SignedIn
+from drip.web.params import Cursor, RowId
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 PAGE_SIZE = 20
@@ -73,7 +74,7 @@ def _done(broadcast_id: int, what: str) -> RedirectResponse:
 
 @router.get("/broadcasts")
 def broadcast_list(
-    request: Request, admin: Admin, before: int = Query(0, ge=0), status: str = ""
+    request: Request, admin: Admin, before: Cursor = 0, status: str = ""
 ) -> Response:
     rt = _rt(request)
     with rt.sessions() as session:
@@ -186,12 +187,12 @@ def _page(
 
 
 @router.get("/broadcasts/{broadcast_id}")
-def broadcast_page(request: Request, admin: Admin, broadcast_id: int, done: str = "") -> Response:
+def broadcast_page(request: Request, admin: Admin, broadcast_id: RowId, done: str = "") -> Response:
     return _page(request, broadcast_id, done=done)
 
 
 @router.post("/broadcasts/{broadcast_id}/edit")
-async def edit(request: Request, admin: Checked, broadcast_id: int) -> Response:
+async def edit(request: Request, admin: Checked, broadcast_id: RowId) -> Response:
     rt = _rt(request)
     form = await request.form()
 
@@ -223,7 +224,7 @@ async def _attempt(request: Request, broadcast_id: int, run: Any, done: str) -> 
 
 
 @router.post("/broadcasts/{broadcast_id}/test")
-async def send_test(request: Request, admin: Checked, broadcast_id: int) -> Response:
+async def send_test(request: Request, admin: Checked, broadcast_id: RowId) -> Response:
     rt = _rt(request)
     addresses = forms.test_addresses(await request.form())
 
@@ -238,7 +239,7 @@ async def send_test(request: Request, admin: Checked, broadcast_id: int) -> Resp
 
 
 @router.post("/broadcasts/{broadcast_id}/schedule")
-async def schedule(request: Request, admin: Checked, broadcast_id: int) -> Response:
+async def schedule(request: Request, admin: Checked, broadcast_id: RowId) -> Response:
     rt = _rt(request)
     form = await request.form()
 
@@ -261,7 +262,7 @@ async def schedule(request: Request, admin: Checked, broadcast_id: int) -> Respo
 
 
 @router.post("/broadcasts/{broadcast_id}/{action}")
-async def act(request: Request, admin: Checked, broadcast_id: int, action: str) -> Response:
+async def act(request: Request, admin: Checked, broadcast_id: RowId, action: str) -> Response:
     rt = _rt(request)
     change = control.ACTIONS.get(action)
     if change is None:
@@ -279,7 +280,7 @@ async def act(request: Request, admin: Checked, broadcast_id: int, action: str) 
 
 
 @router.get("/broadcasts/{broadcast_id}/email.html")
-def email_html(request: Request, admin: Admin, broadcast_id: int) -> Response:
+def email_html(request: Request, admin: Admin, broadcast_id: RowId) -> Response:
     """The saved broadcast as the segment's first subscriber gets it (the API's preview)."""
     rt = _rt(request)
     with rt.sessions() as session:

@@ -28,6 +28,7 @@ from drip.web.dashboard import figures
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute, NotFound
 from drip.web.forms import read_form
+from drip.web.params import Cursor, RowId
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 PAGE_SIZE = 50
@@ -61,8 +62,8 @@ def subscriber_list(
     status: Literal["", "active", "pending", "unsubscribed", "erased"] = "",
     tag: str = Query("", max_length=64),
     state: str = Query("", max_length=32),
-    after: int = Query(0, ge=0),
-    before: int | None = Query(None, ge=1),
+    after: Cursor = 0,
+    before: RowId | None = None,
 ) -> Response:
     rt = _rt(request)
     error = None
@@ -118,7 +119,9 @@ def _timeline(export: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @router.get("/subscribers/{subscriber_id}")
-def subscriber_page(request: Request, admin: Admin, subscriber_id: int, done: str = "") -> Response:
+def subscriber_page(
+    request: Request, admin: Admin, subscriber_id: RowId, done: str = ""
+) -> Response:
     rt = _rt(request)
     with rt.sessions() as session:
         export = export_subscriber(session, _get(session, subscriber_id), rt.clock())
@@ -142,7 +145,7 @@ def _back(subscriber_id: int, done: str) -> RedirectResponse:
 
 
 @router.post("/subscribers/{subscriber_id}/unsubscribe")
-def unsubscribe_(request: Request, admin: Checked, subscriber_id: int) -> Response:
+def unsubscribe_(request: Request, admin: Checked, subscriber_id: RowId) -> Response:
     rt = _rt(request)
     with rt.transaction() as session:
         changed = unsubscribe(session, _get(session, subscriber_id), rt.clock(), "dashboard")
@@ -151,7 +154,7 @@ def unsubscribe_(request: Request, admin: Checked, subscriber_id: int) -> Respon
 
 
 @router.get("/subscribers/{subscriber_id}/export.json")
-def export(request: Request, admin: Admin, subscriber_id: int) -> Response:
+def export(request: Request, admin: Admin, subscriber_id: RowId) -> Response:
     rt = _rt(request)
     with rt.sessions() as session:
         data = export_subscriber(session, _get(session, subscriber_id), rt.clock())
@@ -166,7 +169,7 @@ def export(request: Request, admin: Admin, subscriber_id: int) -> Response:
 
 
 @router.get("/subscribers/{subscriber_id}/erase")
-def erase_confirm(request: Request, admin: Admin, subscriber_id: int) -> Response:
+def erase_confirm(request: Request, admin: Admin, subscriber_id: RowId) -> Response:
     rt = _rt(request)
     with rt.sessions() as session:
         sub = _get(session, subscriber_id)
@@ -175,7 +178,7 @@ def erase_confirm(request: Request, admin: Admin, subscriber_id: int) -> Respons
 
 
 @router.post("/subscribers/{subscriber_id}/erase")
-async def erase(request: Request, admin: Checked, subscriber_id: int) -> Response:
+async def erase(request: Request, admin: Checked, subscriber_id: RowId) -> Response:
     rt = _rt(request)
     typed = (await read_form(request)).get("confirm_email", "").strip().lower()
 
