@@ -1,21 +1,20 @@
 """``drip sending ...`` and ``drip deliveries ...``: the pause, and the emails a person may need.
 
 Queuing again (``sending resume``, ``deliveries resend``) hands the ids to the workers at once
-through the broker; if the broker can't be reached the rows stay ``queued`` and beat's tick hands
-them over within its stale-queue period (10 minutes), so nothing is lost either way.
+through the broker (drip.handover, shared with the dashboard); if the broker can't be reached
+the rows stay ``queued`` and beat's tick hands them over within its stale-queue period
+(10 minutes), so nothing is lost either way.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 import click
 
 from drip.cli_support import runtime_or_exit
+from drip.handover import Enqueue, celery_enqueue
 from drip.runtime import Runtime
-
-Enqueue = Callable[[list[int]], None]
 
 
 def _runtime() -> Runtime:  # tests replace it
@@ -23,27 +22,14 @@ def _runtime() -> Runtime:  # tests replace it
 
 
 def _enqueue() -> Enqueue:  # tests replace it
-    """Hand delivery ids to the workers' send task through the broker."""
-    from workers.tasks import send_task
-
-    def enqueue(ids: list[int]) -> None:
-        send_task.apply_async(args=[ids], retry=False)
-
-    return enqueue
+    """How delivery ids reach the workers: the Celery send task through the broker."""
+    return celery_enqueue
 
 
-def _hand_over(rt: Runtime, ids: list[int]) -> None:
-    size = rt.settings.send_batch_size
-    try:
-        enqueue = _enqueue()
-        for start in range(0, len(ids), size):
-            enqueue(ids[start : start + size])
-    except Exception as err:  # the broker is down: the tick's stale-queue pass takes over
-        click.echo(
-            f"drip: could not reach the workers' queue ({err}); the {len(ids)} emails stay "
-            "queued and beat hands them over within 10 minutes",
-            err=True,
-        )
+def _say_problem(problem: str | None) -> None:
+    """Tell the person the broker could not be reached (the rows stay queued for beat)."""
+    if problem:
+        click.echo(f"drip: {problem}", err=True)
 
 
 @click.group()
@@ -72,17 +58,12 @@ def sending_status() -> None:
 @sending.command("resume")
 def sending_resume() -> None:
     """Lift the pause once the cause is fixed, and hand every waiting email to the workers."""
-    from drip import engine_state
-    from drip.claim import requeue_waiting
+    from drip.handover import resume_sending
 
-    rt = _runtime()
-    with rt.transaction() as session:
-        was_paused = engine_state.resume(session)
-    ids: list[int] = []
-    requeue_waiting(rt, rt.clock(), ids.extend)
-    _hand_over(rt, ids)
-    state = "sending resumed" if was_paused else "sending was not paused"
-    click.echo(f"{state}; {len(ids)} queued emails handed to the workers")
+    resumed = resume_sending(_runtime(), _enqueue())
+    _say_problem(resumed.problem)
+    state = "sending resumed" if resumed.was_paused else "sending was not paused"
+    click.echo(f"{state}; {len(resumed.handed)} queued emails handed to the workers")
 
 
 @click.group()
@@ -148,24 +129,14 @@ def deliveries_resend(ids: tuple[int, ...], all_unknown: bool, all_failed: bool)
     For an unknown email this is your decision that a possible duplicate is better than a
     missing one. Emails already sent are never sent again this way.
     """
-    from drip.models import DeliveryStatus
-    from drip.reconcile import resend, settle_cutoff, waiting_rows
+    from drip.handover import resend_deliveries
 
     if not ids and not all_unknown and not all_failed:
         raise click.UsageError("name delivery ids, or --all-unknown / --all-failed")
-    rt = _runtime()
-    now = rt.clock()
-    wanted = set(ids)
-    with rt.transaction() as session:
-        if all_unknown:
-            cutoff = settle_cutoff(now, rt.settings.unknown_settle_minutes)
-            rows = waiting_rows(session, DeliveryStatus.UNKNOWN, older_than=cutoff, limit=10**6)
-            wanted.update(r.id for r in rows)
-        if all_failed:
-            rows = waiting_rows(session, DeliveryStatus.FAILED, limit=10**6)
-            wanted.update(r.id for r in rows)
-        queued = resend(session, sorted(wanted), now)
-    _hand_over(rt, sorted(queued))
-    skipped = len(wanted) - len(queued)
+    resent = resend_deliveries(
+        _runtime(), ids, all_unknown=all_unknown, all_failed=all_failed, enqueue=_enqueue()
+    )
+    _say_problem(resent.problem)
+    skipped = resent.left_alone
     note = f" ({skipped} not unknown or failed, left alone)" if skipped else ""
-    click.echo(f"{len(queued)} deliveries queued again{note}")
+    click.echo(f"{len(resent.queued)} deliveries queued again{note}")
