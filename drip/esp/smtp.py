@@ -324,6 +324,9 @@ class SmtpBackend(EmailBackend):
                 self._discard()
                 failure = err
                 continue
+            except BaseException:  # a time limit, an interrupt: the session's state is unknown
+                self._discard()
+                raise
             if result.unknown:
                 self._discard()
             return result
@@ -338,7 +341,8 @@ class SmtpBackend(EmailBackend):
         """
         client.start(self._timeout)
         if mail.utf8 and not client.has_extn("smtputf8"):
-            return SendResult(mail.delivery_id, False, error="SMTP: no SMTPUTF8 for this address")
+            error = "SMTP: this address needs SMTPUTF8, which the server does not offer"
+            return SendResult(mail.delivery_id, False, error=error)
         stage = "MAIL FROM"
         try:
             code, reply = client.mail(mail.sender, mail.mail_options(client))
