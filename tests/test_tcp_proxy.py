@@ -118,6 +118,36 @@ def test_drop_connections_keeps_accepting(echo: tuple[str, int]) -> None:
         assert (proxy.cuts, proxy.dropped) == (0, 2)
 
 
+def test_cut_is_quick_even_when_a_client_stopped_reading() -> None:
+    # The target floods a client that reads nothing: the proxy's pump blocks writing to it,
+    # where shutting down reading cannot wake it.
+    flood = socket.create_server(("127.0.0.1", 0))
+    stop_flooding = threading.Event()
+
+    def serve() -> None:
+        conn, _ = flood.accept()
+        with conn, contextlib.suppress(OSError):
+            while not stop_flooding.is_set():
+                conn.sendall(b"x" * 65536)
+
+    flooder = threading.Thread(target=serve, name="flood-server")
+    flooder.start()
+    try:
+        with TcpProxy("127.0.0.1", int(flood.getsockname()[1])) as proxy:
+            client = connect(proxy)
+            client.recv(1)
+            time.sleep(0.3)  # deliberately a fixed wait: for the buffers to fill up
+            started = time.monotonic()
+            proxy.cut(0.1)
+            assert time.monotonic() - started < 1.5
+            assert proxy.active == 0
+            client.close()
+    finally:
+        stop_flooding.set()
+        flooder.join(timeout=5)
+        flood.close()
+
+
 def test_a_target_that_is_down_resets_the_client() -> None:
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379}
 CHUNK = 65536
 SETTLE_TIMEOUT = 5.0  # how long a control call waits for the proxy's threads to obey
+RESET_GRACE = 0.3  # how long a reset link may take before its sockets are shut down for writing
 REBIND_INTERVAL = 0.05  # how often to retry binding the port again when it is busy
 
 
@@ -71,6 +72,14 @@ class _Link:
             sockets = [s for s in (self.client, self.upstream) if s is not None]
         for sock in sockets:
             _reset_on_close(sock)
+
+    def force(self) -> None:
+        """Unblock a pump stuck writing to a peer that does not read (full buffers), which
+        SHUT_RD cannot wake. The peer may see a FIN just before the RST."""
+        for sock in (self.client, self.upstream):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
         try:
@@ -326,8 +335,11 @@ class TcpProxy:
                 self.dropped += len(links)
         for link in links:
             link.cut()
+        grace_ends = time.monotonic() + RESET_GRACE
         for link in links:
-            link.finished.wait(SETTLE_TIMEOUT)
+            if not link.finished.wait(max(0.0, grace_ends - time.monotonic())):
+                link.force()
+        for link in links:
             link.thread.join(SETTLE_TIMEOUT)
         return len(links)
 
