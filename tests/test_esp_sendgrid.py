@@ -6,16 +6,24 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drip.clock import FrozenClock
-from drip.errors import PermanentBackendError, TransientBackendError
+from drip.errors import (
+    AmbiguousBackendError,
+    PermanentBackendError,
+    ThrottledBackendError,
+    TransientBackendError,
+)
 from drip.esp.base import Message, Recipient
 from drip.esp.sendgrid import SendGridBackend, build_body, split_requests
 from tests.fakes.sendgrid_sink import SendGridSink, mail_send_validator, schema_violations
@@ -185,34 +193,100 @@ def test_real_checks_reach_the_caller_as_permanent(
         assert info.value.status == 401 and strict.requests == []
 
 
-def test_429_is_transient_with_retry_after(sink: SendGridSink, backend: MakeBackend) -> None:
-    reset = int(WHEN.timestamp()) + 30
-    sink.script(429, headers={"X-RateLimit-Reset": str(reset)})
-    sink.script(429)  # no header: no hint
-    sink.script(429, headers={"X-RateLimit-Reset": str(reset - 90)})  # already passed
-    hints = []
-    for _ in range(3):
-        with pytest.raises(TransientBackendError) as info:
-            backend().send_batch(MESSAGE, [person(1)])
-        assert info.value.status == 429
-        hints.append(info.value.retry_after)
-    assert hints == [30.0, None, 0.0]
+# -- throttles: 429 and 5xx ------------------------------------------------------------------
+
+
+def throttled(backend: SendGridBackend) -> ThrottledBackendError:
+    with pytest.raises(ThrottledBackendError) as info:
+        backend.send_batch(MESSAGE, [person(1)])
+    return info.value
+
+
+def test_429_hints_come_from_retry_after_or_the_rate_limit_reset(
+    sink: SendGridSink, backend: MakeBackend
+) -> None:
+    now = int(WHEN.timestamp())
+    sink.storm(429, retry_after=7)
+    sink.storm(429, retry_after=format_datetime(WHEN + timedelta(seconds=45), usegmt=True))
+    sink.storm(429, reset_at=now + 30)
+    sink.storm(429, retry_after=5, reset_at=now + 30)  # both: the later one
+    sink.storm(429, retry_after=50, reset_at=now + 30)
+    sink.storm(429, reset_at=now - 90)  # already passed: go now
+    sink.storm(429, retry_after="soon")  # unreadable: no hint
+    sink.storm(429)  # no hint at all
+    hints = [throttled(backend()) for _ in range(8)]
+    assert [err.retry_after for err in hints] == [7.0, 45.0, 30.0, 30.0, 50.0, 0.0, None, None]
+    assert {err.status for err in hints} == {429} and sink.requests == []
+    assert "too many requests" in str(hints[0])
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_server_errors_are_transient(sink: SendGridSink, backend: MakeBackend, status: int) -> None:
-    sink.script(status)
-    with pytest.raises(TransientBackendError) as info:
+def test_server_errors_are_throttles(sink: SendGridSink, backend: MakeBackend, status: int) -> None:
+    sink.storm(status)
+    sink.storm(status, retry_after=20, reset_at=int(WHEN.timestamp()) + 90)
+    plain, hinted = throttled(backend()), throttled(backend())
+    assert plain.status == status and plain.retry_after is None
+    assert hinted.retry_after == 20.0  # X-RateLimit-Reset is a 429's, not a 5xx's
+
+
+def test_a_revoked_key_is_permanent(sink: SendGridSink, backend: MakeBackend) -> None:
+    sink.revoke_key()
+    with pytest.raises(PermanentBackendError, match="invalid or revoked") as info:
         backend().send_batch(MESSAGE, [person(1)])
-    assert info.value.status == status
+    assert info.value.status == 401
 
 
-def test_timeout_is_transient(sink: SendGridSink, backend: MakeBackend) -> None:
-    sink.script_delay(1.0)  # the sink's wait ends early when it stops
-    with pytest.raises(TransientBackendError, match="timed out") as info:
-        backend(timeout=0.2).send_batch(MESSAGE, [person(1)])
-    assert info.value.__cause__ is not None
-    assert sink.requests == []
+def test_a_key_without_mail_send_is_permanent(sink: SendGridSink, backend: MakeBackend) -> None:
+    sink.set_scopes(["alerts.read"])
+    with pytest.raises(PermanentBackendError, match="access forbidden") as info:
+        backend().send_batch(MESSAGE, [person(1)])
+    assert info.value.status == 403
+
+
+# -- no answer: maybe sent; no connection: not sent -----------------------------------------
+
+
+def ambiguous(backend: SendGridBackend, count: int = 1) -> tuple[AmbiguousBackendError, float]:
+    """The error of a send that got no answer, and how long the call took."""
+    started = time.monotonic()
+    with pytest.raises(AmbiguousBackendError) as info:
+        backend.send_batch(MESSAGE, [person(n) for n in range(1, count + 1)])
+    return info.value, time.monotonic() - started
+
+
+def test_a_late_answer_is_ambiguous_and_the_email_was_accepted_once(
+    sink: SendGridSink, backend: MakeBackend
+) -> None:
+    sink.late(3.0)
+    err, took = ambiguous(backend(timeout=0.5))
+    assert took < 2.0 and "within 0.5s" in str(err) and err.__cause__ is not None
+    # SendGrid has it: a blind retry would have sent it twice. The backend tried once.
+    assert sink.acceptance_counts() == Counter({("p1@example.org", MESSAGE.message_key): 1})
+    assert sink.attempts == 1
+
+
+def test_a_trickled_answer_stops_at_the_deadline(sink: SendGridSink, backend: MakeBackend) -> None:
+    sink.trickle(0.3)  # a per-read timeout would wait for every byte: about a minute
+    err, took = ambiguous(backend(timeout=1.0))
+    assert 0.9 <= took < 3.0, took
+    assert "within 1s" in str(err) and len(sink.requests) == 1
+
+
+def test_a_hanging_request_is_ambiguous_within_the_deadline(
+    sink: SendGridSink, backend: MakeBackend
+) -> None:
+    sink.hang()
+    _, took = ambiguous(backend(timeout=0.5))
+    assert took < 1.5
+
+
+@pytest.mark.parametrize("rst", [False, True])
+def test_a_reset_while_reading_the_answer_is_ambiguous(
+    sink: SendGridSink, backend: MakeBackend, rst: bool
+) -> None:
+    sink.reset(accept=True, rst=rst)
+    err, _ = ambiguous(backend(timeout=1.0))
+    assert "may have accepted" in str(err) and len(sink.requests) == 1
 
 
 def test_connection_refused_is_transient() -> None:
@@ -220,18 +294,110 @@ def test_connection_refused_is_transient() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"  # nothing listens there any more
-    backend = SendGridBackend("SG.k", api_url=url, timeout=2, clock=FrozenClock(WHEN))
-    with pytest.raises(TransientBackendError, match="unreachable"):
+    backend = SendGridBackend("SG.k", api_url=url, timeout=1, clock=FrozenClock(WHEN))
+    with pytest.raises(TransientBackendError, match="unreachable") as info:
         backend.send_batch(MESSAGE, [person(1)])
+    assert type(info.value) is TransientBackendError and info.value.__cause__ is not None
 
 
-def test_failure_after_an_accepted_request_is_reported_not_raised(
+def test_the_deadline_passing_while_sending_is_transient() -> None:
+    # A server that never reads: the request cannot leave whole, so SendGrid cannot have it.
+    big = Message("k/1", "s", "<p>" + "x" * 8_000_000 + "</p>", "t", "a@example.com", "A")
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        backend = SendGridBackend("SG.k", api_url=url, timeout=0.5, clock=FrozenClock(WHEN))
+        started = time.monotonic()
+        with pytest.raises(TransientBackendError, match=r"within 0\.5s") as info:
+            backend.send_batch(big, [person(1)])
+    assert type(info.value) is TransientBackendError
+    assert time.monotonic() - started < 2.0
+
+
+# -- a batch split over several requests ------------------------------------------------------
+
+
+def test_a_later_request_answered_late_leaves_its_recipients_unknown(
     sink: SendGridSink, backend: MakeBackend
 ) -> None:
-    sink.script(503, after=1)
-    results = backend().send_batch(MESSAGE, [person(n) for n in range(1500)])
+    sink.late(3.0, after=1)
+    batch = [person(n) for n in range(2500)]  # three requests: 1000, 1000, 500
+    results = backend(timeout=1.0).send_batch(MESSAGE, batch)
+    assert [r.delivery_id for r in results] == list(range(2500))
     assert all(r.ok for r in results[:1000])
-    assert all(not r.ok and r.transient and "503" in str(r.error) for r in results[1000:])
+    assert all(not r.ok and r.unknown and not r.transient for r in results[1000:2000])
+    assert all(not r.ok and r.transient and not r.unknown for r in results[2000:])  # never tried
+    assert set(sink.acceptance_counts().values()) == {1} and len(sink.acceptance_counts()) == 2000
+    assert sink.attempts == 2
+
+
+@pytest.mark.parametrize(("hint", "expected"), [(12, 12.0), (None, 0.0)])
+def test_a_later_request_throttled_keeps_the_hint_in_the_results(
+    sink: SendGridSink, backend: MakeBackend, hint: int | None, expected: float
+) -> None:
+    sink.storm(429, retry_after=hint, after=1)
+    results = backend().send_batch(MESSAGE, [person(n) for n in range(1500)])
+    assert all(r.ok and r.retry_after is None for r in results[:1000])
+    rest = results[1000:]
+    assert all(not r.ok and r.transient and r.retry_after == expected for r in rest)
+    assert "429" in str(rest[0].error)
+
+
+def test_a_later_request_refused_fails_its_recipients_only(
+    sink: SendGridSink, backend: MakeBackend
+) -> None:
+    sink.script(400, after=1)
+    results = backend().send_batch(MESSAGE, [person(n) for n in range(2500)])
+    refused, untried = results[1000:2000], results[2000:]
+    assert all(not (r.ok or r.transient or r.unknown) and "400" in str(r.error) for r in refused)
+    assert all(r.transient and r.retry_after is None for r in untried)
+
+
+# -- probe -----------------------------------------------------------------------------------
+
+
+def test_probe_passes_for_a_key_that_may_send(sink: SendGridSink, backend: MakeBackend) -> None:
+    backend().probe()  # returns quietly
+    assert sink.stats()["scopes_requests"] == 1 and sink.attempts == 0  # no email
+
+
+@pytest.mark.parametrize(
+    ("fault", "match"),
+    [
+        (lambda sink: sink.revoke_key(), "invalid or revoked"),
+        (lambda sink: sink.set_scopes(["alerts.read"]), "mail.send"),
+    ],
+)
+def test_probe_refuses_a_bad_key(
+    sink: SendGridSink, backend: MakeBackend, fault: Callable[[SendGridSink], None], match: str
+) -> None:
+    fault(sink)
+    with pytest.raises(PermanentBackendError, match=match):
+        backend().probe()
+
+
+def test_probe_throttled_or_unanswered(sink: SendGridSink, backend: MakeBackend) -> None:
+    sink.storm(503, retry_after=9, endpoint="scopes")
+    with pytest.raises(ThrottledBackendError) as info:
+        backend().probe()
+    assert info.value.retry_after == 9.0
+    sink.hang(endpoint="scopes")
+    started = time.monotonic()
+    with pytest.raises(TransientBackendError, match="did not answer") as unanswered:
+        backend(timeout=0.5).probe()
+    assert type(unanswered.value) is TransientBackendError
+    assert time.monotonic() - started < 1.5
+
+
+def test_probe_of_an_unreachable_server_is_transient() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    backend = SendGridBackend("SG.k", api_url=url, timeout=1, clock=FrozenClock(WHEN))
+    with pytest.raises(TransientBackendError, match="unreachable"):
+        backend.probe()
 
 
 # -- the sink's own checks -------------------------------------------------------------------
