@@ -1,4 +1,8 @@
-"""``drip stats`` (tables or ``--json``) and ``drip tracking drain|rebuild``."""
+"""``drip stats`` (tables or ``--json``) and ``drip tracking drain|rebuild``.
+
+The report ends with how sending is doing (:mod:`drip.sending_health`): paused or running, the
+deliveries queued, sending, unknown and failed, and the command to run when some need a person.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from drip.cli_support import runtime_or_exit as _runtime
 from drip.errors import ContentError, SettingsError
 
 if TYPE_CHECKING:
+    from drip.sending_health import SendingHealth
     from drip.stats import Revenue, Stats
 
 
@@ -38,8 +43,28 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
+def render_sending(health: SendingHealth) -> list[str]:
+    """Paused or running, the deliveries per unsettled state, and what to run about them."""
+    from drip.sending_health import RECENT_FAILURES
+
+    pause = health.attention.pause
+    state = "running" if pause is None else f"PAUSED ({pause.reason})"
+    notes = {
+        "unknown": f"({health.attention.unknown_due:,} need a person, "
+        f"{health.unknown_awaiting:,} await the provider)",
+        "failed": f"({health.attention.failed_recent:,} in the last {RECENT_FAILURES.days} days)",
+    }
+    states = list(health.counts.items())
+    header, rule, *lines = _table(["state", "emails"], [[s, f"{n:,}"] for s, n in states])
+    noted = [
+        f"{line}  {notes[name]}" if name in notes else line
+        for line, (name, _) in zip(lines, states, strict=True)
+    ]
+    return [f"Sending: {state}", header, rule, *noted, *health.advice()]
+
+
 def render(stats: Stats) -> str:
-    """The terminal report: emails, sequences, funnel."""
+    """The terminal report: emails, sequences, funnel, sending."""
     headers = ["email", "sent", "deliv", "bounce", "opens", "clicks", "CTO", "unsub", "spam"]
     headers += ["conv", "conv%", "revenue"]
     rows = [
@@ -85,6 +110,7 @@ def render(stats: Stats) -> str:
         f"{_money(stats.unattributed_revenue)}; buyers who are not subscribers: "
         f"{stats.unknown_buyers:,}"
     )
+    out += ["", *render_sending(stats.sending)]
     return "\n".join(out)
 
 
@@ -92,7 +118,7 @@ def render(stats: Stats) -> str:
 @click.option("--json", "as_json_", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--rebuild", is_flag=True, help="Recompute the rollups from the raw rows first.")
 def stats(as_json_: bool, rebuild: bool) -> None:
-    """Per-email figures, conversions and the course funnel."""
+    """Per-email figures, conversions, the course funnel, and how sending is doing."""
     from drip import engagement
     from drip.clock import system_clock
     from drip.content import load_library
@@ -118,7 +144,13 @@ def stats(as_json_: bool, rebuild: bool) -> None:
         with sessions() as session, session.begin():
             engagement.rebuild(session)
     with sessions() as session:
-        figures = collect(session, library, settings.course_sequence, system_clock())
+        figures = collect(
+            session,
+            library,
+            settings.course_sequence,
+            system_clock(),
+            unknown_settle_minutes=settings.unknown_settle_minutes,
+        )
     engine.dispose()
     if as_json_:
         click.echo(json.dumps(as_json(figures), indent=2))

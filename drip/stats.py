@@ -14,8 +14,12 @@ What each figure means (docs/tracking.md, "Stats"):
   enrollment finished) -> clicked the upsell (distinct people with a human click on an upsell
   email) -> converted (distinct buyers who are subscribers).
 
+- Sending (:mod:`drip.sending_health`): whether sending is paused, how many deliveries are
+  queued, sending, unknown (maybe sent) and failed, and which command to run about them.
+
 Everything comes from the rollups (:mod:`drip.engagement`) plus a few counts over subscribers,
-enrollments and conversions, so the cost does not grow with the number of events.
+enrollments, conversions and the partial indexes of unsettled deliveries, so the cost does not
+grow with the number of events.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from drip import sending_health
 from drip.content import Sequence
 from drip.db import one_of
 from drip.engagement import COUNTERS
@@ -39,8 +44,12 @@ from drip.models import (
     MessageStats,
     Subscriber,
 )
+from drip.sending_health import SendingHealth
+from drip.settings import Settings
 
 Revenue = dict[str, int]  # currency -> amount in minor units
+# DRIP_UNKNOWN_SETTLE_MINUTES when the caller has no settings at hand (one source of truth).
+DEFAULT_SETTLE_MINUTES: int = Settings.model_fields["unknown_settle_minutes"].default
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -117,6 +126,7 @@ class Stats:
     unattributed_conversions: int  # credited to no email (no click in the window)
     unattributed_revenue: Revenue
     unknown_buyers: int  # buyers who are not subscribers
+    sending: SendingHealth  # the pause and the unsettled deliveries
 
 
 _CONVERSIONS = text(
@@ -143,8 +153,19 @@ def _emails(session: Session, library: dict[str, Sequence]) -> dict[str, EmailSt
     return emails
 
 
-def collect(session: Session, library: dict[str, Sequence], course: str, now: datetime) -> Stats:
-    """All the figures, in a handful of queries (read-only)."""
+def collect(
+    session: Session,
+    library: dict[str, Sequence],
+    course: str,
+    now: datetime,
+    *,
+    unknown_settle_minutes: int = DEFAULT_SETTLE_MINUTES,
+) -> Stats:
+    """All the figures, in a handful of queries (read-only).
+
+    ``unknown_settle_minutes`` is ``DRIP_UNKNOWN_SETTLE_MINUTES``: unknown deliveries older than
+    that are counted as needing a person.
+    """
     emails = _emails(session, library)
     unattributed: Revenue = defaultdict(int)
     unattributed_count = unknown_buyers = 0
@@ -168,6 +189,7 @@ def collect(session: Session, library: dict[str, Sequence], course: str, now: da
         unattributed_conversions=unattributed_count,
         unattributed_revenue=dict(unattributed),
         unknown_buyers=unknown_buyers,
+        sending=sending_health.collect(session, now, unknown_settle_minutes),
     )
 
 
@@ -253,4 +275,5 @@ def as_json(stats: Stats) -> dict[str, Any]:
             "revenue": stats.unattributed_revenue,
         },
         "unknown_buyers": stats.unknown_buyers,
+        "sending": sending_health.as_json(stats.sending),
     }

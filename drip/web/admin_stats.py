@@ -1,4 +1,8 @@
-"""``GET /api/v1/admin/stats``: the figures of ``drip stats --json`` (admin bearer token)."""
+"""``GET /api/v1/admin/stats``: the figures of ``drip stats --json`` (admin bearer token).
+
+Its ``sending`` part says whether sending is paused and how many deliveries are queued, sending,
+unknown and failed, with the command to run when some need a person (:mod:`drip.sending_health`).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,17 @@ from drip.web.auth import require_admin
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
-@router.get("/stats", summary="Per-email figures, conversions and the course funnel")
+@router.get(
+    "/stats", summary="Per-email figures, conversions, the course funnel and sending's state"
+)
 def stats(request: Request) -> dict[str, Any]:
     rt: Runtime = request.app.state.rt
     with rt.sessions() as session:
-        return as_json(collect(session, rt.library, rt.settings.course_sequence, rt.clock()))
+        figures = collect(
+            session,
+            rt.library,
+            rt.settings.course_sequence,
+            rt.clock(),
+            unknown_settle_minutes=rt.settings.unknown_settle_minutes,
+        )
+    return as_json(figures)
