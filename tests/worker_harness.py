@@ -24,6 +24,8 @@ def worker_env(
         {
             "DRIP_DATABASE_URL": database_url,
             "DRIP_BROKER_URL": broker_url,
+            # The provider's shared hold (drip.throttle) lives beside the test broker.
+            "DRIP_REDIS_URL": broker_url,
             "DRIP_EMAIL_BACKEND": "sendgrid",
             "DRIP_SENDGRID_API_URL": sendgrid_url,
             "DRIP_SENDGRID_API_KEY": "SG.test-key",
