@@ -209,12 +209,15 @@ def test_clean_header_value_equals_the_plain_regex_for_every_kind_of_character()
     """The printable fast path must give exactly what the regex gives."""
 
     def reference(value: str) -> str:
-        return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]+", " ", value).strip()
+        spaced = re.sub(r"[\x00-\x08\x0a-\x1f\x7f]+", " ", value)
+        return re.sub("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]", "", spaced).strip()
 
     alphabet = [chr(c) for c in range(0x80)] + ["é", "\u200b", "\u2028", "\xa0", "😀", "\t"]
+    alphabet += ["\u202e", "\u2066", "\u200f"]  # bidirectional controls: removed
     rng = random.Random(8058)
     samples = ["", " ", "Ana", " Ana ", "a\r\nBcc: x@example.com", "\tx\t", "x\x7f"]
     samples += ["".join(rng.choices(alphabet, k=rng.randint(0, 12))) for _ in range(3000)]
     for value in samples:
         assert clean_header_value(value) == reference(value), repr(value)
     assert clean_header_value("a\r\nBcc: x") == "a Bcc: x"
+    assert clean_header_value("Ana\u202eevil") == "Anaevil"  # a stored name, cleaned on send

@@ -24,6 +24,9 @@ from drip.esp.base import Message, Recipient, personalize
 # Everything below a space except TAB, and DEL: CR and LF would start a new header line, the rest
 # has no business in a header either.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
+# Bidirectional overrides and isolates: in a display name or subject they reorder what the
+# recipient reads ("moc.knab@..."). Names are cleaned at signup too; this covers stored ones.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # A plain addr-spec: one "@", no whitespace, no address-list specials. Addresses are validated
 # when people subscribe; this only stops a malformed one from becoming several recipients.
 _ADDR_SPEC = re.compile(r'[^\s<>()\[\],;:"@]+@[^\s<>()\[\],;:"@]+')
@@ -62,10 +65,11 @@ _POLICY = policy.SMTP.clone(header_factory=HeaderRegistry(default_class=_Verbati
 
 
 def clean_header_value(value: str) -> str:
-    """``value`` with every run of control characters (CR, LF, ...) replaced by one space."""
+    """``value`` with every run of control characters (CR, LF, ...) replaced by one space and
+    bidirectional controls removed."""
     if value.isprintable():  # no control character at all: the common case, 10x cheaper
         return value.strip()
-    return _CONTROL.sub(" ", value).strip()
+    return _BIDI.sub("", _CONTROL.sub(" ", value)).strip()
 
 
 def sender_domain(email: str) -> str:
