@@ -19,6 +19,7 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip import suppress
+from drip.handover import Enqueue
 from drip.runtime import Runtime
 from drip.settings import get_settings
 from drip.tracking.routes import TrackingEndpoints
@@ -118,8 +119,12 @@ def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-def create_app(rt: Runtime | None = None) -> FastAPI:
-    """The web app around ``rt`` (built from the DRIP_* settings when None)."""
+def create_app(rt: Runtime | None = None, *, enqueue: Enqueue | None = None) -> FastAPI:
+    """The web app around ``rt`` (built from the DRIP_* settings when None).
+
+    ``enqueue`` hands delivery ids to the workers when a person queues emails again from the
+    dashboard (drip.handover); None: the Celery send task. Tests pass a list's ``append``.
+    """
     runtime = rt if rt is not None else Runtime.build(get_settings())
     app = FastAPI(
         title="drip",
@@ -130,6 +135,7 @@ def create_app(rt: Runtime | None = None) -> FastAPI:
         dependencies=[Depends(refuse_nul_params)],  # issue 12: NUL never reaches PostgreSQL
     )
     app.state.rt = runtime
+    app.state.enqueue = enqueue
     app.state.pages = make_environment(runtime.settings.templates_dir)
     app.state.limiter = RateLimiter(
         runtime.settings.redis_url, runtime.settings.rate_limit_window_seconds, runtime.clock

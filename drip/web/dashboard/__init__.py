@@ -4,7 +4,8 @@ Modules: ``users``, ``sessions``, ``lockout`` (accounts and signing in), ``secur
 session and CSRF dependencies, how refusals look), ``rendering`` (pages, static files, email
 previews), ``figures``/``cache``/``charts`` (numbers and SVG charts), and one router per page:
 ``login``, ``overview``, ``course``, ``subscribers``, ``broadcasts`` (with ``broadcast_api``
-for the scripts). The app mounts :data:`router` with one ``include_router`` line.
+for the scripts), ``sending`` (the pause, unknown and failed emails, resume and resend). The app
+mounts :data:`router` with one ``include_router`` line.
 """
 
 from fastapi import APIRouter
@@ -15,6 +16,7 @@ from drip.web.dashboard import (
     course,
     login,
     overview,
+    sending,
     subscribers,
 )
 from drip.web.dashboard.rendering import static_router
@@ -28,6 +30,7 @@ PARTS = (
     subscribers.router,
     broadcast_api.router,
     broadcasts.router,
+    sending.router,
 )
 for part in PARTS:
     router.include_router(part, prefix="/admin")

@@ -1,4 +1,9 @@
-"""The overview page: subscribers, growth, the course funnel, revenue."""
+"""The overview page: subscribers, growth, the course funnel, revenue.
+
+A banner on top links to the Sending page when sending needs a person (paused, unknown emails
+past the settle time, failures of the last week). It is read on every view, not cached with the
+figures: two small index counts, and a pause must not show a minute late.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,20 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from drip import sending_health
+from drip.runtime import Runtime
 from drip.web.dashboard import figures
 from drip.web.dashboard.charts import funnel, grouped_bars
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, DashboardRoute
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
+
+
+def _attention(request: Request) -> sending_health.Attention:
+    rt: Runtime = request.app.state.rt
+    with rt.sessions() as session:
+        return sending_health.attention(session, rt.clock(), rt.settings.unknown_settle_minutes)
 
 
 @router.get("")
@@ -34,6 +47,7 @@ def overview(request: Request, admin: Admin, by: Literal["week", "day"] = "week"
     first = steps[0][1] if steps else 0
     context = {
         "section": "overview",
+        "attention": _attention(request),
         "counts": counts,
         "counted_at": counted_at,
         "stats_at": stats_at,

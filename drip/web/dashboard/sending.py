@@ -1,0 +1,128 @@
+"""The Sending page: the pause, the provider's hold, and the emails that need a person.
+
+What ``drip sending status``, ``drip deliveries unknown|failed`` show, with their actions as
+buttons: "Resume sending" (``drip sending resume``), "Resend" one unknown or failed email, and
+"Resend all unknown" (``drip deliveries resend --all-unknown``). The actions go through
+:mod:`drip.handover`, as the commands do; the ids reach the workers through the app's
+``enqueue`` (``create_app(enqueue=...)``; None: the Celery send task). Each action redirects back
+to the page with a short notice (``?done=...&n=...``), so a reload never repeats it.
+
+Figures here are read on every view, never cached: after a click the page must show the change.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from drip import handover, sending_health
+from drip.models import DeliveryStatus
+from drip.reconcile import settle_cutoff, waiting_rows
+from drip.runtime import Runtime
+from drip.web.dashboard.rendering import admin_page
+from drip.web.dashboard.security import Admin, Checked, DashboardRoute
+
+log = logging.getLogger(__name__)
+router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
+
+ROWS_SHOWN = 100
+# A delivery id in a path: a positive BIGINT (anything else never reaches the database).
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+NOTICES = {
+    "resumed": "Sending resumed: {n} waiting emails handed to the workers.",
+    "running": "Sending was not paused; {n} waiting emails handed to the workers.",
+    "resent": "{n} emails queued again and handed to the workers.",
+    "nothing": "Nothing queued again: only unknown or failed emails can be resent.",
+}
+QUEUE_DOWN = (
+    " The workers' queue could not be reached: the emails stay queued and go out within 10 minutes."
+)
+
+
+def _rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+def _enqueue(request: Request) -> handover.Enqueue | None:
+    found: handover.Enqueue | None = getattr(request.app.state, "enqueue", None)
+    return found
+
+
+def notice(done: str, n: int, queue_down: bool) -> str | None:
+    """The sentence shown after an action (None for an unknown ``done``)."""
+    template = NOTICES.get(done)
+    if template is None:
+        return None
+    return template.format(n=n) + (QUEUE_DOWN if queue_down else "")
+
+
+def _back(done: str, n: int, problem: str | None) -> RedirectResponse:
+    """Back to the page with the notice of ``done`` for ``n`` emails (and the broker's problem)."""
+    if problem:
+        log.warning("dashboard: %s", problem)
+    queue = "&queue=down" if problem else ""
+    return RedirectResponse(f"/admin/sending?done={done}&n={n}{queue}", status_code=303)
+
+
+@router.get("/sending")
+def sending_page(
+    request: Request,
+    admin: Admin,
+    done: str = "",
+    n: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    queue: str = "",
+) -> Response:
+    rt = _rt(request)
+    now = rt.clock()
+    settle = rt.settings.unknown_settle_minutes
+    with rt.sessions() as session:
+        health = sending_health.collect(session, now, settle)
+        cutoff = settle_cutoff(now, settle)
+        unknown = waiting_rows(session, DeliveryStatus.UNKNOWN, older_than=cutoff, limit=ROWS_SHOWN)
+        failed = sending_health.newest_rows(session, DeliveryStatus.FAILED, ROWS_SHOWN)
+    context: dict[str, Any] = {
+        "section": "sending",
+        "health": health,
+        "pause": health.attention.pause,
+        "hold": rt.throttle.remaining(),
+        "unknown": unknown,
+        "failed": failed,
+        "rows_shown": ROWS_SHOWN,
+        "checked_at": now,
+        "notice": notice(done, n, queue == "down"),
+    }
+    return admin_page(request, "sending.html", context)
+
+
+@router.post("/sending/resume")
+def resume(request: Request, admin: Checked) -> Response:
+    """Lift the pause and hand every waiting email to the workers (``drip sending resume``)."""
+    resumed = handover.resume_sending(_rt(request), _enqueue(request))
+    log.warning("sending resumed from the dashboard by %s", admin.email)
+    done = "resumed" if resumed.was_paused else "running"
+    return _back(done, len(resumed.handed), resumed.problem)
+
+
+@router.post("/sending/resend-unknown")
+def resend_unknown(request: Request, admin: Checked) -> Response:
+    """Every unknown email past the settle time, queued again (a person's decision)."""
+    resent = handover.resend_deliveries(_rt(request), all_unknown=True, enqueue=_enqueue(request))
+    log.warning(
+        "%d unknown emails queued again from the dashboard by %s", len(resent.queued), admin.email
+    )
+    return _back("resent" if resent.queued else "nothing", len(resent.queued), resent.problem)
+
+
+@router.post("/sending/{delivery_id}/resend")
+def resend_one(request: Request, admin: Checked, delivery_id: DeliveryId) -> Response:
+    """One unknown or failed email queued again; any other is left alone."""
+    resent = handover.resend_deliveries(_rt(request), [delivery_id], enqueue=_enqueue(request))
+    queued = len(resent.queued)
+    log.warning(
+        "delivery %d resent from the dashboard by %s (%d queued)", delivery_id, admin.email, queued
+    )
+    return _back("resent" if queued else "nothing", queued, resent.problem)
