@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     def _ec_public_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        from drip.webhooks.signature import load_public_key  # cryptography: load only if set
+        from drip.signature import load_public_key  # cryptography: load only if set
 
         load_public_key(value.get_secret_value())  # raises ValueError with the reason
         return value

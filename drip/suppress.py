@@ -8,10 +8,12 @@ derived from ``DRIP_SECRET_KEY`` on purpose: rotating that key must not un-suppr
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -92,3 +94,35 @@ def suppress(session: Session, email: str, reason: str, detail: str | None = Non
     session.add(Suppression(email_hash=digest, reason=reason, detail=detail))
     session.flush()
     return True
+
+
+_SUPPRESS_PG = text(
+    "INSERT INTO suppressions (email_hash, reason, detail, created_at) "
+    "SELECT email_hash, reason, detail, CAST(:now AS timestamptz) "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS v(email_hash varchar, reason varchar, "
+    "detail text) ORDER BY email_hash ON CONFLICT (email_hash) DO NOTHING RETURNING id"
+)
+
+
+def suppress_addresses(session: Session, entries: dict[str, tuple[str, str]], now: datetime) -> int:
+    """Add ``{email: (reason, detail)}`` to the suppression list; returns how many were new."""
+    if not entries:
+        return 0
+    key = salt(session)
+    rows = sorted(
+        (
+            {"email_hash": hash_with(key, email), "reason": reason, "detail": detail}
+            for email, (reason, detail) in entries.items()
+        ),
+        key=lambda row: row["email_hash"],  # one lock order for concurrent batches
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        params = {"rows": json.dumps(rows), "now": now}
+        return len(list(session.scalars(_SUPPRESS_PG, params)))
+    stmt = (
+        sqlite.insert(Suppression)
+        .values([{**row, "created_at": now} for row in rows])
+        .on_conflict_do_nothing(index_elements=["email_hash"])
+        .returning(Suppression.id)
+    )
+    return len(list(session.scalars(stmt)))

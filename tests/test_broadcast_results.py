@@ -11,9 +11,9 @@ from sqlalchemy import Engine, select
 from drip.broadcasts.results import detail
 from drip.broadcasts.status import get_broadcast
 from drip.clock import FrozenClock
-from drip.events import Event, EventType, ingest
+from drip.engine.consent import unsubscribe
+from drip.ingest.events import Event, EventType, ingest
 from drip.models import Conversion, Delivery, Subscriber
-from drip.subscribers.preferences import unsubscribe
 from tests.broadcast_support import add_sub, make_rt, new_broadcast, run_pages, send_all, start_now
 
 BROWSER = (

@@ -15,7 +15,7 @@ from drip.broadcasts import control, sending
 from drip.broadcasts.ratelimit import Grant
 from drip.broadcasts.tick import broadcasts_tick
 from drip.clock import FrozenClock
-from drip.dispatch import send_deliveries
+from drip.engine.dispatch import send_deliveries
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus, Tag
 from drip.runtime import Runtime
@@ -342,7 +342,7 @@ def test_broadcast_deliveries_are_rendered_once_per_version(
 def test_a_global_sending_pause_stops_pages_and_beat_until_it_is_lifted(
     small: tuple[Runtime, MemoryBackend], clock: FrozenClock
 ) -> None:
-    from drip import engine_state
+    from drip.engine import pause as engine_state
 
     rt, _ = small
     _subs(rt, 6)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.settings import ENV_PREFIX, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.errors import SettingsError
 from drip.settings import ENV_PREFIX, Settings, get_settings, load_settings
 

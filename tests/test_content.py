@@ -1,4 +1,4 @@
-"""Tests for drip.content: one test per content rule, plus the real lessons of the repo.
+"""Tests for drip.content.library: one test per content rule, plus the real lessons of the repo.
 
 Most broken sequences are built in ``tmp_path`` from a known-good one with a single thing
 changed, so each test shows exactly the mistake it is about. A few committed fixtures under
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from drip.content import (
+from drip.content.library import (
     PREHEADER_MAX,
     PREHEADER_MIN,
     SUBJECT_MAX,

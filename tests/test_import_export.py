@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.esp.memory import MemoryBackend
 from drip.models import Consent, Enrollment, Subscriber, SubscriberStatus, Suppression
 from drip.runtime import Runtime
@@ -205,7 +205,7 @@ def test_unusable_files_are_refused_whole(rt: Runtime, tmp_path: Path) -> None:
 def test_the_cli_shows_progress_reports_rows_and_exits_1_on_bad_rows(
     rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("drip.cli_subscribers._runtime", lambda: rt)
+    monkeypatch.setattr("drip.cli.subscribers._runtime", lambda: rt)
     runner = CliRunner()
     bad = _file(tmp_path, "bad.csv", BAD)
     result = runner.invoke(main, ["subscribers", "import", str(bad)])
@@ -235,7 +235,7 @@ def test_the_export_writes_csv_that_the_import_reads_back(
         erased = subscriber(session, "fay@example.com")
         erased.email = None
         erased.status = "erased"
-    monkeypatch.setattr("drip.cli_subscribers._runtime", lambda: rt)
+    monkeypatch.setattr("drip.cli.subscribers._runtime", lambda: rt)
     out = tmp_path / "export.csv"
     result = CliRunner().invoke(main, ["subscribers", "export", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.errors import SettingsError
 from drip.settings import ENV_PREFIX, PROJECT_ROOT, Settings, get_settings, load_settings
 

@@ -193,7 +193,7 @@ def test_configure_logging_routes_uvicorn_through_the_json_handler() -> None:
 def test_the_serve_command_is_registered() -> None:
     from click.testing import CliRunner
 
-    from drip.cli import main
+    from drip.cli.main import main
 
     result = CliRunner().invoke(main, ["serve", "--help"])
     assert result.exit_code == 0 and "--port" in result.output and "--host" in result.output

@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from drip.events import Event, IngestReport, ingest
+from drip.ingest.events import Event, IngestReport, ingest
+from drip.ingest.stream import DrainReport, drain
 from drip.models import Delivery
 from drip.runtime import Runtime
 from drip.settings import Settings
-from drip.tracking.stream import DrainReport, drain
+from drip.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from drip.web.app import create_app
-from drip.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.conftest import make_settings
 from tests.helpers import add_subscriber, run_tick
 
@@ -149,7 +149,7 @@ def upsell_delivery(rt: Runtime, email: str, clock: Any) -> tuple[int, int]:
 
     Moves ``clock`` to the send time. Returns (subscriber id, delivery id).
     """
-    from drip.enrollments import enroll
+    from drip.engine.enrollments import enroll
     from drip.models import Enrollment, Subscriber
 
     subscriber_id = add_subscriber(rt, email, enroll_now=False)

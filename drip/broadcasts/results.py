@@ -1,6 +1,7 @@
 """Progress and results of a broadcast, from the delivery and tracking tables.
 
-Same figures and meanings as ``drip stats`` (drip.stats, docs/tracking.md), read from the same
+Same figures and meanings as ``drip stats`` (drip.reports.stats, docs/tracking.md), read from the
+same
 per-message rollup, :class:`~drip.models.MessageStats` for ``broadcast/<id>``, kept up to date
 by the event ingest: ``delivered``, ``bounces``, ``complaints`` = distinct deliveries with such an
 event; ``opens`` = distinct deliveries with a *human* open (a human click counts as one);

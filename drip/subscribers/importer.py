@@ -12,20 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from drip.content import Sequence
-from drip.enrollments import enroll, stop_enrollments
+from drip.content.library import Sequence
+from drip.engine.consent import record_consent, unsubscribe
+from drip.engine.enrollments import enroll, stop_enrollments
 from drip.errors import InvalidInput
 from drip.models import Subscriber, SubscriberStatus
-from drip.runtime import Runtime
 from drip.subscribers import csvmap
 from drip.subscribers.csvmap import ImportRow, ParsedFile, RowIssue
-from drip.subscribers.preferences import unsubscribe
-from drip.subscribers.store import add_tags, record_consent
+from drip.subscribers.store import add_tags
 from drip.suppress import email_hash, salt, suppress, suppressed_hashes
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 CHUNK = 500

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Result, and_, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,19 +29,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from drip.db import one_of
-from drip.dispatch import send_deliveries
+from drip.engine.consent import record_consent
+from drip.engine.dispatch import send_deliveries
 from drip.models import (
     Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Subscriber,
     SubscriberStatus,
     TrackingEvent,
 )
-from drip.runtime import Runtime
-from drip.subscribers.store import add_tags, find_by_email, record_consent
+from drip.subscribers.store import add_tags, find_by_email
 from drip.subscribers.validation import SignupData
 from drip.suppress import is_suppressed
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +130,7 @@ def queue_confirmation(
         session.scalars(
             select(Delivery.created_at).where(
                 Delivery.subscriber_id == subscriber_id,
-                Delivery.kind == "confirm",
+                Delivery.kind == DeliveryKind.CONFIRM,
                 Delivery.created_at > now - timedelta(days=1),
             )
         )
@@ -138,7 +142,7 @@ def queue_confirmation(
     count = session.scalar(
         select(func.count())
         .select_from(Delivery)
-        .where(Delivery.subscriber_id == subscriber_id, Delivery.kind == "confirm")
+        .where(Delivery.subscriber_id == subscriber_id, Delivery.kind == DeliveryKind.CONFIRM)
     )
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = (
@@ -146,7 +150,7 @@ def queue_confirmation(
         .values(
             subscriber_id=subscriber_id,
             message_key=f"confirm/{(count or 0) + 1}",
-            kind="confirm",
+            kind=DeliveryKind.CONFIRM,
             status=DeliveryStatus.QUEUED,
             attempts=0,
             created_at=now,

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
 from drip.models import Subscriber
 from drip.runtime import Runtime
 from drip.subscribers.gdpr import erase_subscriber, export_subscriber, subscriber_summary
-from drip.subscribers.preferences import unsubscribe
 from drip.subscribers.queries import PAGE_MAX, list_subscribers
 from drip.subscribers.store import add_tags, remove_tags, set_tags
 from drip.subscribers.validation import clean_tags

@@ -1,7 +1,8 @@
 """``GET /api/v1/admin/stats``: the figures of ``drip stats --json`` (admin bearer token).
 
 Its ``sending`` part says whether sending is paused and how many deliveries are queued, sending,
-unknown and failed, with the command to run when some need a person (:mod:`drip.sending_health`).
+unknown and failed, with the command to run when some need a person
+(:mod:`drip.reports.sending_health`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from drip.reports.stats import as_json, collect
 from drip.runtime import Runtime
-from drip.stats import as_json, collect
 from drip.web.auth import require_admin
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
 from drip.models import SubscriberStatus
 from drip.runtime import Runtime
@@ -20,7 +21,6 @@ from drip.subscribers.preferences import (
     after_resubscribe,
     resubscribe,
     subscriber_from_token,
-    unsubscribe,
     update_preferences,
 )
 from drip.subscribers.signup import resend_confirmation, signup_and_confirm

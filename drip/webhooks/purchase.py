@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from drip.enrollments import stop_enrollments
+from drip.engine.enrollments import stop_enrollments
 from drip.errors import InvalidInput
 from drip.models import Conversion, Delivery, Subscriber, TrackingEvent
 from drip.subscribers.validation import storable_text

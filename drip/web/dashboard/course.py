@@ -1,6 +1,7 @@
 """The course pages: every lesson and upsell email with its figures, its preview and checks.
 
-Figures come from :func:`drip.stats.collect` (cached, see :mod:`drip.web.dashboard.figures`).
+Figures come from :func:`drip.reports.stats.collect` (cached, see
+:mod:`drip.web.dashboard.figures`).
 The checks are ``drip lessons check`` run afresh on the content folder, so a lesson edited on
 disk since the server started shows its problems here before the next restart refuses it.
 Previews are rendered for the sample reader by a renderer without tracking.
@@ -14,12 +15,12 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from drip.content import Lesson, Sequence, check_library
+from drip.content.library import Lesson, Sequence, check_library
+from drip.content.preview import SampleEmail, sample_email
+from drip.content.render import Renderer
 from drip.errors import Problem
-from drip.preview import SampleEmail, sample_email
-from drip.render import Renderer
+from drip.reports.stats import EmailStats
 from drip.runtime import Runtime
-from drip.stats import EmailStats
 from drip.web.dashboard import figures
 from drip.web.dashboard.rendering import admin_page, email_frame
 from drip.web.dashboard.security import Admin, DashboardRoute, NotFound

@@ -2,7 +2,7 @@
 
 Nothing is computed here that those lack: subscriber counts and growth come from
 :mod:`drip.subscribers.queries`, per-email results, the funnel and revenue from
-:func:`drip.stats.collect` (``GET /api/v1/admin/stats``). What this module adds is caching
+:func:`drip.reports.stats.collect` (``GET /api/v1/admin/stats``). What this module adds is caching
 (:mod:`drip.web.dashboard.cache`) and shaping for display: weeks from days, rates, money.
 """
 
@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from fastapi import Request
 
+from drip.reports.stats import EmailStats, Stats, collect
 from drip.runtime import Runtime
-from drip.stats import EmailStats, Stats, collect
 from drip.subscribers.queries import DayCount, daily_growth, status_counts
 from drip.web.dashboard.cache import figure_cache
 
@@ -47,7 +47,7 @@ def counts(request: Request) -> tuple[dict[str, int], datetime]:
 
 
 def stats(request: Request) -> tuple[Stats, datetime]:
-    """``drip.stats.collect`` for the course (cached like the counts)."""
+    """``drip.reports.stats.collect`` for the course (cached like the counts)."""
     rt = _rt(request)
 
     def compute() -> Stats:

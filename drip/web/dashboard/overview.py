@@ -12,7 +12,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from drip import sending_health
+from drip.reports import sending_health
 from drip.runtime import Runtime
 from drip.web.dashboard import figures
 from drip.web.dashboard.charts import funnel, grouped_bars

@@ -3,7 +3,7 @@
 What ``drip sending status``, ``drip deliveries unknown|failed`` show, with their actions as
 buttons: "Resume sending" (``drip sending resume``), "Resend" one unknown or failed email, and
 "Resend all unknown" (``drip deliveries resend --all-unknown``). The actions go through
-:mod:`drip.handover`, as the commands do; the ids reach the workers through the app's
+:mod:`drip.engine.handover`, as the commands do; the ids reach the workers through the app's
 ``enqueue`` (``create_app(enqueue=...)``; None: the Celery send task). Each action redirects back
 to the page with a short notice (``?done=...&n=...``), so a reload never repeats it.
 
@@ -18,12 +18,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from drip import handover, sending_health
+from drip.engine import handover
+from drip.engine.reconcile import settle_cutoff, waiting_rows
 from drip.models import DeliveryStatus
-from drip.reconcile import settle_cutoff, waiting_rows
+from drip.reports import sending_health
 from drip.runtime import Runtime
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute
+from workers.producer import celery_enqueue
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
@@ -47,9 +49,9 @@ def _rt(request: Request) -> Runtime:
     return rt
 
 
-def _enqueue(request: Request) -> handover.Enqueue | None:
+def _enqueue(request: Request) -> handover.Enqueue:
     found: handover.Enqueue | None = getattr(request.app.state, "enqueue", None)
-    return found
+    return found if found is not None else celery_enqueue
 
 
 def notice(done: str, n: int, queue_down: bool) -> str | None:

@@ -17,11 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
 from drip.models import Subscriber, Tag
 from drip.runtime import Runtime
 from drip.subscribers.gdpr import erase_subscriber, export_subscriber
-from drip.subscribers.preferences import unsubscribe
 from drip.subscribers.queries import COURSE_STATES, list_subscribers
 from drip.web.admin import upsell_slugs
 from drip.web.dashboard import figures

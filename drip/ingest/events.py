@@ -3,13 +3,13 @@
 Every source (our open/click endpoints, SendGrid's Event Webhook) turns what it received into
 :class:`Event` objects; :func:`ingest` stores a batch of them in the caller's transaction:
 
-1. **match** each to a delivery and subscriber (:mod:`drip.event_match`);
+1. **match** each to a delivery and subscriber (:mod:`drip.ingest.match`);
 2. **flag** machine opens and clicks (:mod:`drip.tracking.machine`);
 3. **dedupe**: ``INSERT ... ON CONFLICT (provider_event_id) DO NOTHING RETURNING`` keeps one
    row per event id, so a provider's retry, or a batch sent twice, changes nothing;
 4. **apply**, for the newly stored events only: suppressions (hard bounce, complaint),
    unsubscribes, settling ``unknown`` deliveries the events prove sent or refused
-   (:mod:`drip.reconcile`), then the rollups (:mod:`drip.engagement`), each idempotent. The
+   (:mod:`drip.engine.reconcile`), then the rollups (:mod:`drip.engagement`), each idempotent. The
    rollup rows come last because concurrent batches about the same emails queue on their row
    locks.
 
@@ -24,7 +24,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, text
 from sqlalchemy.dialects import sqlite
@@ -32,12 +32,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from drip.engagement import First, add_counts, record_firsts
-from drip.event_effects import apply_effects
-from drip.event_match import match_events
+from drip.engine.reconcile import Word, settle_from_events
+from drip.ingest.effects import apply_effects
+from drip.ingest.match import match_events
 from drip.models import TrackingEvent
-from drip.reconcile import Word, settle_from_events
-from drip.runtime import Runtime
 from drip.tracking.machine import machine_click, machine_open
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

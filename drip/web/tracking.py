@@ -5,7 +5,7 @@ in an email helps no one), but records nothing for a bad token. The click answer
 exact URL its token was signed for; a bad or tampered token gets a plain 404, never a redirect.
 ``HEAD`` is answered like ``GET`` and recorded as a machine event (only scanners send it).
 
-Each event is one ``XADD`` (:class:`~drip.tracking.stream.EventQueue`, group commit); if Redis
+Each event is one ``XADD`` (:class:`~drip.ingest.stream.EventQueue`, group commit); if Redis
 fails, it is stored directly in the database; if that fails too, it is logged and the visitor
 still gets the image or the redirect.
 
@@ -26,9 +26,9 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from drip.ingest import stream
 from drip.runtime import Runtime
 from drip.tokens import BadToken
-from drip.tracking import stream
 from drip.tracking.tokens import TrackingSigner, signer_for
 
 log = logging.getLogger(__name__)

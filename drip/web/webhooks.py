@@ -21,11 +21,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from drip import signature
 from drip.errors import InvalidInput
-from drip.events import store
+from drip.ingest.events import store
 from drip.runtime import Runtime
 from drip.web.errors import error_json
-from drip.webhooks import purchase, sendgrid, signature
+from drip.webhooks import purchase, sendgrid
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])

@@ -3,10 +3,11 @@
 Too many sends refused in a row for reasons a retry can't fix (a revoked API key, requests the
 provider refuses as malformed) pause all sending with the reason recorded, instead of burning
 through the whole list (listmonk's ``MaxSendErrors``). Throttles (429, 5xx), outages and
-refusals of one address never count (:mod:`drip.outcomes`). A paused sender asks the provider
+refusals of one address never count (:mod:`drip.engine.outcomes`). A paused sender asks the provider
 every ``DRIP_SENDING_PROBE_SECONDS`` whether it would take email again (:func:`probe_due`,
 :func:`note_probe`) and resumes by itself when it would; ``drip sending resume`` clears the pause
-at once. Either way the emails that waited are queued again at once (drip.claim.requeue_waiting).
+at once. Either way the emails that waited are queued again at once
+(drip.engine.claim.requeue_waiting).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from drip.models import Delivery, DeliveryStatus, Subscriber
 from drip.suppress import normalize_email
 
 if TYPE_CHECKING:
-    from drip.events import Event
+    from drip.ingest.events import Event
 
 _CHUNK = 5000
 

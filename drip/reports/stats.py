@@ -14,7 +14,7 @@ What each figure means (docs/tracking.md, "Stats"):
   enrollment finished) -> clicked the upsell (distinct people with a human click on an upsell
   email) -> converted (distinct buyers who are subscribers).
 
-- Sending (:mod:`drip.sending_health`): whether sending is paused, how many deliveries are
+- Sending (:mod:`drip.reports.sending_health`): whether sending is paused, how many deliveries are
   queued, sending, unknown (maybe sent) and failed, and which command to run about them.
 
 Everything comes from the rollups (:mod:`drip.engagement`) plus a few counts over subscribers,
@@ -32,8 +32,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from drip import sending_health
-from drip.content import Sequence
+from drip.content.library import Sequence
 from drip.db import one_of
 from drip.engagement import COUNTERS
 from drip.models import (
@@ -44,7 +43,8 @@ from drip.models import (
     MessageStats,
     Subscriber,
 )
-from drip.sending_health import SendingHealth
+from drip.reports import sending_health
+from drip.reports.sending_health import SendingHealth
 from drip.settings import Settings
 
 Revenue = dict[str, int]  # currency -> amount in minor units

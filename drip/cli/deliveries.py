@@ -1,7 +1,7 @@
 """``drip sending ...`` and ``drip deliveries ...``: the pause, and the emails a person may need.
 
 Queuing again (``sending resume``, ``deliveries resend``) hands the ids to the workers at once
-through the broker (drip.handover, shared with the dashboard); if the broker can't be reached
+through the broker (drip.engine.handover, shared with the dashboard); if the broker can't be reached
 the rows stay ``queued`` and beat's tick hands them over within its stale-queue period
 (10 minutes), so nothing is lost either way.
 """
@@ -12,9 +12,10 @@ import sys
 
 import click
 
-from drip.cli_support import runtime_or_exit
-from drip.handover import Enqueue, celery_enqueue
+from drip.cli.support import runtime_or_exit
+from drip.engine.handover import Enqueue
 from drip.runtime import Runtime
+from workers.producer import celery_enqueue
 
 
 def _runtime() -> Runtime:  # tests replace it
@@ -40,8 +41,8 @@ def sending() -> None:
 @sending.command("status")
 def sending_status() -> None:
     """Say whether sending is paused and why, and how many emails wait; exit 1 when paused."""
-    from drip import engine_state
-    from drip.reconcile import counts_by_status
+    from drip.engine import pause as engine_state
+    from drip.engine.reconcile import counts_by_status
 
     rt = _runtime()
     with rt.sessions() as session:
@@ -58,7 +59,7 @@ def sending_status() -> None:
 @sending.command("resume")
 def sending_resume() -> None:
     """Lift the pause once the cause is fixed, and hand every waiting email to the workers."""
-    from drip.handover import resume_sending
+    from drip.engine.handover import resume_sending
 
     resumed = resume_sending(_runtime(), _enqueue())
     _say_problem(resumed.problem)
@@ -80,8 +81,8 @@ def deliveries_unknown(show_all: bool) -> None:
     DRIP_UNKNOWN_SETTLE_MINUTES are listed here for a person: check the provider's activity
     log, then `drip deliveries resend ID...` if it never arrived.
     """
+    from drip.engine.reconcile import settle_cutoff, waiting_rows
     from drip.models import DeliveryStatus
-    from drip.reconcile import settle_cutoff, waiting_rows
 
     rt = _runtime()
     cutoff = settle_cutoff(rt.clock(), rt.settings.unknown_settle_minutes)
@@ -105,8 +106,8 @@ def deliveries_failed(limit: int) -> None:
     A failed lesson is due again the next allowed day by itself; broadcasts and confirmations
     can be queued again with `drip deliveries resend ID...`.
     """
+    from drip.engine.reconcile import waiting_rows
     from drip.models import DeliveryStatus
-    from drip.reconcile import waiting_rows
 
     rt = _runtime()
     with rt.sessions() as session:
@@ -129,7 +130,7 @@ def deliveries_resend(ids: tuple[int, ...], all_unknown: bool, all_failed: bool)
     For an unknown email this is your decision that a possible duplicate is better than a
     missing one. Emails already sent are never sent again this way.
     """
-    from drip.handover import resend_deliveries
+    from drip.engine.handover import resend_deliveries
 
     if not ids and not all_unknown and not all_failed:
         raise click.UsageError("name delivery ids, or --all-unknown / --all-failed")

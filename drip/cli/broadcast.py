@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import yaml
 
-from drip.cli_support import runtime_or_exit as _runtime
+from drip.cli.support import runtime_or_exit as _runtime
 from drip.errors import BackendError, InvalidInput
 
 if TYPE_CHECKING:

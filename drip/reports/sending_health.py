@@ -20,16 +20,16 @@ from typing import Any
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
-from drip import engine_state
+from drip.engine import pause as engine_state
+from drip.engine.reconcile import counts_by_status, settle_cutoff
 from drip.models import Delivery, DeliveryStatus, EngineState, Subscriber
-from drip.reconcile import counts_by_status, settle_cutoff
 
 RECENT_FAILURES = timedelta(days=7)
 
 
 @dataclass(frozen=True)
 class Pause:
-    """Sending is paused (drip.engine_state): why, since when, the last probe's answer."""
+    """Sending is paused (drip.engine.pause): why, since when, the last probe's answer."""
 
     reason: str
     since: datetime | None
@@ -136,7 +136,8 @@ def collect(session: Session, now: datetime, settle_minutes: int) -> SendingHeal
 
 
 def newest_rows(session: Session, status: str, limit: int = 100) -> list[Row[Any]]:
-    """Deliveries in ``status``, newest first, with the columns of drip.reconcile.waiting_rows."""
+    """Deliveries in ``status``, newest first, with the columns of
+    drip.engine.reconcile.waiting_rows."""
     stmt = (
         select(
             Delivery.id,

@@ -1,6 +1,7 @@
 """``drip stats`` (tables or ``--json``) and ``drip tracking drain|rebuild``.
 
-The report ends with how sending is doing (:mod:`drip.sending_health`): paused or running, the
+The report ends with how sending is doing (:mod:`drip.reports.sending_health`): paused or running,
+the
 deliveries queued, sending, unknown and failed, and the command to run when some need a person.
 """
 
@@ -13,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from drip.cli_support import runtime_or_exit as _runtime
+from drip.cli.support import runtime_or_exit as _runtime
 from drip.errors import ContentError, SettingsError
 
 if TYPE_CHECKING:
-    from drip.sending_health import SendingHealth
-    from drip.stats import Revenue, Stats
+    from drip.reports.sending_health import SendingHealth
+    from drip.reports.stats import Revenue, Stats
 
 
 def _pct(value: float | None) -> str:
@@ -45,7 +46,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_sending(health: SendingHealth) -> list[str]:
     """Paused or running, the deliveries per unsettled state, and what to run about them."""
-    from drip.sending_health import RECENT_FAILURES
+    from drip.reports.sending_health import RECENT_FAILURES
 
     pause = health.attention.pause
     state = "running" if pause is None else f"PAUSED ({pause.reason})"
@@ -121,10 +122,10 @@ def stats(as_json_: bool, rebuild: bool) -> None:
     """Per-email figures, conversions, the course funnel, and how sending is doing."""
     from drip import engagement
     from drip.clock import system_clock
-    from drip.content import load_library
+    from drip.content.library import load_library
     from drip.db import make_engine, session_factory
+    from drip.reports.stats import as_json, collect
     from drip.settings import get_settings
-    from drip.stats import as_json, collect
 
     # Only what the figures need (settings, database, sequences), not a whole Runtime: the
     # renderer and the email backend would double the start-up time of the command.
@@ -167,7 +168,7 @@ def tracking() -> None:
 @click.option("--forever", is_flag=True, help="Keep draining (every DRIP_TRACKING_DRAIN_SECONDS).")
 def tracking_drain(forever: bool) -> None:
     """Move queued opens and clicks from Redis into the database."""
-    from drip.tracking.stream import drain
+    from drip.ingest.stream import drain
 
     rt = _runtime()
     while True:

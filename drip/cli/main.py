@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from drip.cli_support import content_failure as _content_failure
-from drip.cli_support import settings_or_exit as _settings
-from drip.content import check_library, load_library
+from drip.cli.support import content_failure as _content_failure
+from drip.cli.support import settings_or_exit as _settings
+from drip.content.library import check_library, load_library
 from drip.errors import ContentError
 from drip.settings import Settings
 
 if TYPE_CHECKING:
-    from drip.content import Sequence
+    from drip.content.library import Sequence
 
 
 @click.group()
@@ -81,8 +81,8 @@ def lessons_check(content_dir: Path | None) -> None:
 )
 def lessons_preview(out: Path) -> None:
     """Write each lesson as .html, .txt and .eml, with an index.html."""
-    from drip.preview import write_previews
-    from drip.render import Renderer
+    from drip.content.preview import write_previews
+    from drip.content.render import Renderer
 
     settings = _settings()
     library = _library(settings)
@@ -185,11 +185,11 @@ def _relative(path: Path) -> Path:
         return path
 
 
-from drip.cli_admin import admin  # noqa: E402
-from drip.cli_broadcast import broadcast  # noqa: E402
-from drip.cli_deliveries import deliveries, sending  # noqa: E402
-from drip.cli_stats import stats, tracking  # noqa: E402
-from drip.cli_subscribers import serve, subscribers  # noqa: E402 - registered last, on purpose
+from drip.cli.admin import admin  # noqa: E402
+from drip.cli.broadcast import broadcast  # noqa: E402
+from drip.cli.deliveries import deliveries, sending  # noqa: E402
+from drip.cli.stats import stats, tracking  # noqa: E402
+from drip.cli.subscribers import serve, subscribers  # noqa: E402 - registered last, on purpose
 
 main.add_command(serve)
 main.add_command(subscribers)

@@ -13,58 +13,23 @@ of bounces.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from drip.enrollments import stop_enrollments_of
-from drip.models import Suppression
-from drip.suppress import hash_with, normalize_email, salt
+from drip.engine.consent import unsubscribe_many  # the one unsubscribe path
+from drip.engine.enrollments import stop_enrollments_of
+from drip.suppress import normalize_email, suppress_addresses
 
 if TYPE_CHECKING:
     from drip.engagement import First
-    from drip.events import Event
+    from drip.ingest.events import Event
 
 log = logging.getLogger(__name__)
-
-
-_SUPPRESS_PG = text(
-    "INSERT INTO suppressions (email_hash, reason, detail, created_at) "
-    "SELECT email_hash, reason, detail, CAST(:now AS timestamptz) "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS v(email_hash varchar, reason varchar, "
-    "detail text) ORDER BY email_hash ON CONFLICT (email_hash) DO NOTHING RETURNING id"
-)
-
-
-def suppress_addresses(session: Session, entries: dict[str, tuple[str, str]], now: datetime) -> int:
-    """Add ``{email: (reason, detail)}`` to the suppression list; returns how many were new."""
-    if not entries:
-        return 0
-    key = salt(session)
-    rows = sorted(
-        (
-            {"email_hash": hash_with(key, email), "reason": reason, "detail": detail}
-            for email, (reason, detail) in entries.items()
-        ),
-        key=lambda row: row["email_hash"],  # one lock order for concurrent batches
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        params = {"rows": json.dumps(rows), "now": now}
-        return len(list(session.scalars(_SUPPRESS_PG, params)))
-    stmt = (
-        sqlite.insert(Suppression)
-        .values([{**row, "created_at": now} for row in rows])
-        .on_conflict_do_nothing(index_elements=["email_hash"])
-        .returning(Suppression.id)
-    )
-    return len(list(session.scalars(stmt)))
 
 
 def apply_effects(
@@ -75,8 +40,6 @@ def apply_effects(
     The emails that unsubscribes are credited to add their firsts to ``firsts``, which the
     caller records with the batch's own (:func:`drip.engagement.record_firsts`).
     """
-    from drip.subscribers.preferences import unsubscribe_many  # the one unsubscribe path
-
     to_suppress: dict[str, tuple[str, str]] = {}
     to_stop: dict[str, set[int]] = defaultdict(set)
     to_unsubscribe: set[int] = set()

@@ -8,7 +8,7 @@ A send has three outcomes, not two (see :mod:`drip.esp.base`):
   email waits for the provider. Other transient failures (refused, connect timeout) retry for
   ``DRIP_SEND_RETRY_HOURS`` after the row was written, then the row is ``failed``.
 - **maybe sent**: ``unknown``, never re-sent blindly; the provider's own events settle it
-  (:mod:`drip.reconcile`), else a person does (``drip deliveries unknown``).
+  (:mod:`drip.engine.reconcile`), else a person does (``drip deliveries unknown``).
 
 A request the provider refused for good (400, 413) is ``failed``. A refusal of the address itself
 (SMTP 550 no such user) also suppresses the address, as a bounce would. A lesson that ends
@@ -16,7 +16,7 @@ A request the provider refused for good (400, 413) is ``failed``. A refusal of t
 allowed day (:func:`step_back`), and the failure shows in ``drip deliveries failed``.
 
 Only refusals that a retry cannot fix (the whole request refused permanently, or the account
-refused) count toward the sending pause (:mod:`drip.engine_state`).
+refused) count toward the sending pause (:mod:`drip.engine.pause`).
 
 Recording is retried through a short database outage (:func:`record`): a worker that has the
 provider's answer in hand must not lose it, or a sent email would end ``unknown``.
@@ -30,20 +30,22 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Row, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from drip import engine_state
 from drip.db import int_array, is_postgres, one_of, text_array
 from drip.engagement import count_sent
-from drip.enrollments import due_after_send
+from drip.engine import pause as engine_state
+from drip.engine.enrollments import due_after_send
 from drip.esp.base import SendResult
-from drip.event_effects import suppress_addresses
-from drip.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
-from drip.runtime import Runtime
+from drip.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
+from drip.suppress import suppress_addresses
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +227,11 @@ def step_back(rt: Runtime, session: Session, failed: Sequence[Attempt], now: dat
     The enrollment had moved past the lesson when it was claimed. It goes back to just before
     it, due on the next allowed local day, so the subscriber gets every lesson in order and
     never loses one to an outage of ours. The claim then queues the same delivery row again
-    (:func:`drip.claim.claim_due` re-queues ``failed`` and ``skipped`` rows). Enrollments that
+    (:func:`drip.engine.claim.claim_due` re-queues ``failed`` and ``skipped`` rows). Enrollments
+    that
     are stopped (unsubscribed, converted) stay stopped.
     """
-    lessons = [a for a in failed if a.kind == "lesson" and a.sequence and a.position]
+    lessons = [a for a in failed if a.kind == DeliveryKind.LESSON and a.sequence and a.position]
     if not lessons:
         return 0
     fallback = rt.settings.default_timezone

@@ -25,8 +25,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from drip import markdown_text
-from drip.content import Lesson, Sequence
+from drip.content import markdown_text
+from drip.content.library import Lesson, Sequence
 from drip.esp.base import Message
 from drip.settings import Settings
 from drip.tracking.links import rewrite_links

@@ -3,7 +3,7 @@
 The endpoints only ``XADD`` one entry per request (:class:`EventQueue`), so they answer in well
 under a millisecond of work. :func:`drain` (a Celery beat task every few seconds, or
 ``drip tracking drain``) reads the stream through a consumer group, stores each batch with one
-bulk insert (:func:`drip.events.ingest`), commits, and only then acknowledges and deletes the
+bulk insert (:func:`drip.ingest.events.ingest`), commits, and only then acknowledges and deletes the
 entries. A drainer that dies mid-batch leaves its entries pending; the next drain claims them
 after :data:`RECLAIM_IDLE_MS`. Storing twice is harmless: an entry's event id is
 ``drip:<stream entry id>``, and the insert skips ids already there.
@@ -22,13 +22,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio
 
-from drip.events import Event, EventType, IngestReport, store
-from drip.runtime import Runtime
+from drip.ingest.events import Event, EventType, IngestReport, store
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

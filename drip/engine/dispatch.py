@@ -9,8 +9,9 @@
    sales sequences) or opted out of this kind of email -> ``skipped`` with the reason, and the
    enrollment stopped.
 3. **Send** per message (rendered once, cached) in backend-sized batches, each only while the
-   provider's shared hold is open (:mod:`drip.throttle`): a held batch goes back to the queue.
-4. **Record** the three outcomes (:mod:`drip.outcomes`): ``sent``; back to ``queued`` when
+   provider's shared hold is open (:mod:`drip.engine.throttle`): a held batch goes back to the
+   queue.
+4. **Record** the three outcomes (:mod:`drip.engine.outcomes`): ``sent``; back to ``queued`` when
    certainly not sent (the task retries with backoff, after the provider's hold); ``unknown``
    when maybe sent; ``failed`` when refused for good or out of retry time.
 """
@@ -23,16 +24,18 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from drip import engine_state
-from drip.broadcasts.message import broadcast_message
+from drip.content.render import RecipientData, recipient_substitutions, unsubscribe_headers
 from drip.db import one_of
-from drip.enrollments import stop_enrollments
+from drip.engine import pause as engine_state
+from drip.engine.enrollments import stop_enrollments
+from drip.engine.kinds import MessageSource, source_for
+from drip.engine.outcomes import Attempt, Recorded, Verdict, attempts_of, record
 from drip.errors import (
     AmbiguousBackendError,
     PermanentBackendError,
@@ -41,17 +44,15 @@ from drip.errors import (
 )
 from drip.esp.base import Message, Recipient, SendResult
 from drip.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
-from drip.outcomes import Attempt, Recorded, Verdict, attempts_of, record
-from drip.render import RecipientData, recipient_substitutions, unsubscribe_headers
-from drip.runtime import Runtime
 from drip.suppress import hash_with, listed_hashes, salt
-from drip.tokens import expiring_token
 from drip.tracking.links import tracking_substitutions
 from drip.tracking.tokens import TrackingSigner, signer_for
 
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
-CONFIRM_PURPOSE = "confirm"
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 300.0  # never a countdown past a few minutes: Redis redelivers long ETAs
 
@@ -155,32 +156,19 @@ def _claim(session: Session, ids: Sequence[int], now: datetime) -> list[Row[Any]
 
 
 def _exit_reason(
+    source: MessageSource,
     rt: Runtime,
     sub: Row[Any] | None,
-    kind: str,
     seq: str | None,
     suppressed: bool,
 ) -> str | None:
     if sub is None or sub.email is None or sub.status == SubscriberStatus.ERASED:
         return "erased"
-    allowed = {SubscriberStatus.ACTIVE}
-    if kind == "confirm":
-        allowed = {SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}
-    if sub.status not in allowed:
+    if sub.status not in source.receivers:
         return str(sub.status)
     if suppressed:
         return "suppressed"
-    if kind == "lesson":
-        sequence = rt.library.get(seq or "")
-        if sequence is None:
-            return "sequence removed"
-        if sub.converted_at is not None and sequence.kind == "upsell":
-            return "converted"
-        if not sub.course_emails:
-            return "preferences"
-    if kind == "broadcast" and not sub.newsletter:
-        return "preferences"
-    return None
+    return source.exit_reason(rt, sub, seq)
 
 
 def _apply_exit_conditions(
@@ -214,7 +202,7 @@ def _apply_exit_conditions(
     for row in rows:
         sub = subs.get(row.subscriber_id)
         blocked = hashes.get(row.subscriber_id) in suppressed
-        reason = _exit_reason(rt, sub, row.kind, row.sequence, blocked)
+        reason = _exit_reason(source_for(rt.sources, row.kind), rt, sub, row.sequence, blocked)
         if reason is not None or sub is None:
             skipped.append({"id": row.id, "status": DeliveryStatus.SKIPPED, "error": reason})
             if row.sequence:
@@ -238,13 +226,8 @@ def _recipient(
     signer: TrackingSigner | None,
 ) -> Recipient:
     unsubscribe = rt.unsubscribe_url(sub.id)
-    confirm = ""
-    if row.kind == "confirm":
-        token = expiring_token(rt.secret, CONFIRM_PURPOSE, str(sub.id), now=now)
-        confirm = f"{rt.settings.public_url}/confirm/{token}"
-    data = RecipientData(
-        first_name=sub.first_name, unsubscribe_url=unsubscribe, confirm_url=confirm
-    )
+    fields = source_for(rt.sources, row.kind).recipient_fields(rt, sub.id, now)
+    data = RecipientData(first_name=sub.first_name, unsubscribe_url=unsubscribe, **fields)
     substitutions = recipient_substitutions(data)
     if signer is not None:
         substitutions.update(tracking_substitutions(signer, message, row.id))
@@ -259,16 +242,7 @@ def _recipient(
 
 
 def _message_for(rt: Runtime, key: str, kind: str) -> Message:
-    if kind == "confirm":
-        return rt.renderer.confirmation()
-    if kind == "broadcast":  # "broadcast/<id>": compiled once per version (drip.broadcasts)
-        return broadcast_message(rt, int(key.rpartition("/")[2]))
-    slug, _, position = key.rpartition("/")
-    sequence = rt.library[slug]
-    lesson = sequence.lesson_at(int(position))
-    if lesson is None:
-        raise LookupError(f"no lesson {key}")
-    return rt.renderer.lesson(sequence, lesson)
+    return source_for(rt.sources, kind).message(rt, key)
 
 
 def _send_batch(

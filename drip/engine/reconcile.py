@@ -29,7 +29,7 @@ from drip.db import one_of
 from drip.engagement import count_sent
 from drip.models import Delivery, DeliveryStatus, Subscriber
 
-# Event types (drip.events.EventType values) that prove the provider took the email.
+# Event types (drip.ingest.events.EventType values) that prove the provider took the email.
 PROOF_OF_SENDING = frozenset(
     {
         "queued",  # SendGrid "processed"

@@ -18,17 +18,27 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from drip import engine_state
 from drip.db import int_array, is_postgres, text_array, timestamp_array
-from drip.enrollments import due_after_send
+from drip.engine import pause as engine_state
+from drip.engine.enrollments import due_after_send
 from drip.errors import BackendError
-from drip.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
-from drip.runtime import Runtime
+from drip.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+)
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[[list[int]], None]
@@ -188,7 +198,7 @@ def _insert_deliveries(
     A row that exists already is left alone (a second tick creates nothing), unless it was
     ``skipped`` (the subscriber was out when it was due and the enrollment, resumed since, was
     set back to send it again: :func:`drip.subscribers.store.resume_enrollments`) or ``failed``
-    (the enrollment stepped back to send it again: :func:`drip.outcomes.step_back`). Then the
+    (the enrollment stepped back to send it again: :func:`drip.engine.outcomes.step_back`). Then the
     same row is queued again, so the unique (subscriber, message key) pair still holds.
     """
     if not deliveries:
@@ -221,7 +231,7 @@ def _insert_deliveries(
         {
             "subscriber_id": subscriber_id,
             "message_key": f"{slug}/{position}",
-            "kind": "lesson",
+            "kind": DeliveryKind.LESSON,
             "sequence": slug,
             "position": position,
             "status": DeliveryStatus.QUEUED,

@@ -3,33 +3,29 @@
 Beat's tick enqueues what it claims by itself; this module is for the rows a person queues
 again: ``drip sending resume`` / the dashboard's "Resume sending", and ``drip deliveries resend``
 / the dashboard's "Resend". Both hand the ids to the Celery send task at once. When the broker
-can't be reached the rows stay ``queued`` and beat's stale-queue pass (drip.claim.reap, after
+can't be reached the rows stay ``queued`` and beat's stale-queue pass (drip.engine.claim.reap, after
 10 minutes) hands them over instead: nothing is lost, it only goes out a little later, and the
 caller gets a sentence saying so to show the person.
 
-Callers pass ``enqueue`` to capture the ids (tests) or leave it None for the Celery task.
+Callers pass ``enqueue``: the Celery send task (:func:`workers.producer.celery_enqueue`) or,
+in tests, a list's ``append``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from drip.models import DeliveryStatus
-from drip.runtime import Runtime
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 Enqueue = Callable[[list[int]], None]
 
 
-def celery_enqueue(ids: list[int]) -> None:
-    """Send one batch of ids to the workers' send task (imported here: workers import drip)."""
-    from workers.tasks import send_task
-
-    # retry=False: an unreachable broker fails at once instead of holding the person's request.
-    send_task.apply_async(args=[ids], retry=False)
-
-
-def hand_over(rt: Runtime, ids: list[int], enqueue: Enqueue | None = None) -> str | None:
+def hand_over(rt: Runtime, ids: list[int], enqueue: Enqueue) -> str | None:
     """Enqueue ``ids`` in batches of ``DRIP_SEND_BATCH_SIZE``.
 
     Returns None when every batch was handed over, or a sentence for a person when the broker
@@ -37,11 +33,10 @@ def hand_over(rt: Runtime, ids: list[int], enqueue: Enqueue | None = None) -> st
     """
     if not ids:
         return None
-    send = enqueue if enqueue is not None else celery_enqueue
     size = rt.settings.send_batch_size
     try:
         for start in range(0, len(ids), size):
-            send(ids[start : start + size])
+            enqueue(ids[start : start + size])
     except Exception as err:  # any broker failure: the stale-queue pass takes over
         return (
             f"could not reach the workers' queue ({err}); the {len(ids)} emails stay "
@@ -59,14 +54,14 @@ class Resumed:
     problem: str | None
 
 
-def resume_sending(rt: Runtime, enqueue: Enqueue | None = None) -> Resumed:
+def resume_sending(rt: Runtime, enqueue: Enqueue) -> Resumed:
     """Lift the pause (and reset the failure streak), then hand every queued email over.
 
     Waiting rows are handed over even when sending was not paused: their tasks may have ended
     during a pause, and a row sent twice to the workers is still sent once (the send claims it).
     """
-    from drip import engine_state
-    from drip.claim import requeue_waiting
+    from drip.engine import pause as engine_state
+    from drip.engine.claim import requeue_waiting
 
     with rt.transaction() as session:
         was_paused = engine_state.resume(session)
@@ -95,15 +90,15 @@ def resend_deliveries(
     *,
     all_unknown: bool = False,
     all_failed: bool = False,
-    enqueue: Enqueue | None = None,
+    enqueue: Enqueue,
 ) -> Resent:
     """Queue unknown or failed deliveries again (a person's decision) and hand them over.
 
     ``all_unknown`` adds every unknown row past ``DRIP_UNKNOWN_SETTLE_MINUTES`` (the younger
     ones still await the provider's events); ``all_failed`` every failed row. Rows in another
-    state are left alone: a sent email is never sent again this way (drip.reconcile.resend).
+    state are left alone: a sent email is never sent again this way (drip.engine.reconcile.resend).
     """
-    from drip.reconcile import resend, settle_cutoff, waiting_rows
+    from drip.engine.reconcile import resend, settle_cutoff, waiting_rows
 
     now = rt.clock()
     wanted = set(ids)

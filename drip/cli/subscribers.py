@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from drip.cli_support import runtime_or_exit as _runtime
+from drip.cli.support import runtime_or_exit as _runtime
 from drip.errors import InvalidInput
 
 if TYPE_CHECKING:
