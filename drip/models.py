@@ -419,7 +419,7 @@ class EngineState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-# --------------------------------------------------------------------------- tracking (issue 5)
+# --------------------------------------------------------------------------- tracking
 # Rollups kept up to date by the event ingest (drip.engagement), so that the stats read a few
 # small tables instead of scanning millions of events: see docs/decisions.md.
 
@@ -472,7 +472,7 @@ class MessageStats(Base):
     unsubscribed: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-# --------------------------------------------------------------------------- dashboard (issue 7)
+# --------------------------------------------------------------------------- dashboard
 
 
 class AdminUser(Base):

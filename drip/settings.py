@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     smtp_tls: Literal["none", "starttls", "ssl"] = "none"
     smtp_timeout: float = Field(default=30.0, gt=0)
 
-    # Subscribers and the web app (issue 4). Token lists are comma-separated in the environment.
+    # Subscribers and the web app. Token lists are comma-separated in the environment.
     # Bearer tokens of the admin API (/api/v1/admin/...); empty = admin API closed.
     admin_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     # Bearer tokens accepted by the JSON signup webhook POST /api/v1/subscribers.
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For is trusted for the client IP (uvicorn forwarded_allow_ips).
     forwarded_allow_ips: str = "127.0.0.1"
 
-    # Broadcasts (issue 6): the global send rate shared by every worker (through DRIP_REDIS_URL;
+    # Broadcasts: the global send rate shared by every worker (through DRIP_REDIS_URL;
     # 0 = no limit), the page of subscribers written per step, and the quiet rule's default.
     broadcast_rate_per_second: int = Field(default=0, ge=0, le=1_000_000)
     broadcast_rate_per_hour: int = Field(default=0, ge=0)
@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     # No broadcast to someone who was sent a lesson within this many hours (0 = off).
     broadcast_quiet_hours: int = Field(default=0, ge=0, le=168)
 
-    # Tracking (issue 5): our open pixel and click redirect, the SendGrid Event Webhook, the
+    # Tracking: our open pixel and click redirect, the SendGrid Event Webhook, the
     # purchase webhook and attribution. docs/settings-tracking.md explains each one.
     track_opens: bool = True  # a 1x1 pixel in marketing emails (never in confirmations)
     track_clicks: bool = True  # HTML links rewritten to /t/c/<signed token> (not unsubscribe)
@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     tracking_drain_batch: int = Field(default=2000, ge=1, le=50_000)
     tracking_drain_seconds: float = Field(default=2.0, gt=0, le=300)
 
-    # Dashboard (issue 7, /admin): session lifetime, idle expiry and the sign-in lock-out
+    # The dashboard (/admin): session lifetime, idle expiry and the sign-in lock-out
     # (failures per account and per client address within the window lock both for the window).
     admin_session_hours: int = Field(default=12, ge=1, le=24 * 30)
     admin_idle_minutes: int = Field(default=120, ge=5, le=24 * 60 * 30)

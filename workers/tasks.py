@@ -88,7 +88,7 @@ def tracking_drain_task() -> dict[str, int]:
     return {"entries": report.entries, "stored": report.stored, "duplicates": report.duplicates}
 
 
-# --------------------------------------------------------------------------- broadcasts (issue 6)
+# --------------------------------------------------------------------------- broadcasts
 _broadcast_limiter: list[Any] = []  # built on first use, after the prefork: [RateLimiter | None]
 
 

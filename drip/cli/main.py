@@ -193,10 +193,10 @@ from drip.cli.subscribers import serve, subscribers  # noqa: E402 - registered l
 
 main.add_command(serve)
 main.add_command(subscribers)
-main.add_command(stats)  # issue 5
-main.add_command(tracking)  # issue 5
-main.add_command(broadcast)  # issue 6
-main.add_command(admin)  # issue 7
+main.add_command(stats)
+main.add_command(tracking)
+main.add_command(broadcast)
+main.add_command(admin)
 main.add_command(sending)
 main.add_command(deliveries)
 

@@ -129,7 +129,7 @@ def unsubscribe_many(
         [consent_row(sid, "unsubscribe", now, source=source) for sid in changed],
     )
     stop_enrollments_of(session, changed, "unsubscribed")
-    credit_unsubscribes(session, changed, now, firsts)  # per-email unsubscribes (issue 5 stats)
+    credit_unsubscribes(session, changed, now, firsts)  # the email that lost them, for stats
     for subscriber_id in changed:
         log.info("subscriber %s unsubscribed (%s)", subscriber_id, source)
     return changed
