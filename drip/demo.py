@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from drip.clock import FrozenClock
-from drip.content.library import load_library
+from drip.content.loading import load_library
 from drip.db import make_engine
 from drip.engine.claim import tick
 from drip.engine.dispatch import send_deliveries

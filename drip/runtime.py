@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from drip.broadcasts.message import BroadcastSource
 from drip.clock import Clock, system_clock
-from drip.content.library import Sequence, load_library
+from drip.content.loading import load_library
 from drip.content.render import Renderer
+from drip.content.types import Sequence
 from drip.db import engine_for, session_factory
 from drip.engine.kinds import Sources
 from drip.engine.lessons import LessonSource

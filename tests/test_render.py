@@ -16,7 +16,7 @@ from email.utils import parseaddr
 
 import pytest
 
-from drip.content.library import Lesson, Sequence, load_library
+from drip.content.loading import load_library
 from drip.content.markdown_text import to_text
 from drip.content.render import (
     ONE_CLICK,
@@ -25,6 +25,7 @@ from drip.content.render import (
     recipient_substitutions,
     unsubscribe_headers,
 )
+from drip.content.types import Lesson, Sequence
 from drip.esp.base import Message, Recipient, personalize
 from drip.esp.mime import build_mime
 from drip.settings import Settings

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from drip.clock import FrozenClock
-from drip.content.library import load_library
+from drip.content.loading import load_library
 from drip.content.render import Renderer
 from drip.esp.base import personalize
 from drip.esp.memory import MemoryBackend

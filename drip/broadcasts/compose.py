@@ -1,6 +1,6 @@
 """Create and edit broadcasts, checked by the same rules as lessons.
 
-A body is Markdown with ``{{ variables }}`` (:data:`drip.content.library.TEMPLATE_VARIABLES`,
+A body is Markdown with ``{{ variables }}`` (:data:`drip.content.types.TEMPLATE_VARIABLES`,
 except the
 lesson-only ``lesson_number`` and ``lesson_count``): no statement tags, no raw HTML, no images,
 https links only. Every problem found is reported at once in one :class:`InvalidInput` whose
@@ -25,7 +25,8 @@ from drip.broadcasts.status import (
     record,
     require,
 )
-from drip.content.library import PREHEADER_MAX, SUBJECT_MAX, check_body
+from drip.content.checks import check_body
+from drip.content.types import PREHEADER_MAX, SUBJECT_MAX
 from drip.errors import InvalidInput
 from drip.models import Broadcast
 from drip.subscribers.validation import storable_text

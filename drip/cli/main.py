@@ -12,12 +12,13 @@ import click
 
 from drip.cli.support import content_failure as _content_failure
 from drip.cli.support import settings_or_exit as _settings
-from drip.content.library import check_library, load_library
+from drip.content.checks import check_library
+from drip.content.loading import load_library
 from drip.errors import ContentError
 from drip.settings import Settings
 
 if TYPE_CHECKING:
-    from drip.content.library import Sequence
+    from drip.content.types import Sequence
 
 
 @click.group()

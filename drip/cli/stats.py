@@ -122,7 +122,7 @@ def stats(as_json_: bool, rebuild: bool) -> None:
     """Per-email figures, conversions, the course funnel, and how sending is doing."""
     from drip import engagement
     from drip.clock import system_clock
-    from drip.content.library import load_library
+    from drip.content.loading import load_library
     from drip.db import make_engine, session_factory
     from drip.reports.stats import as_json, collect
     from drip.settings import get_settings

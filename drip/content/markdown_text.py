@@ -7,7 +7,8 @@ drift apart, and links stay usable in text: ``[the lab](https://x)`` becomes ``t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -26,58 +27,108 @@ def to_html(source: str) -> str:
 
 
 def to_text(source: str, width_hint: int = 72) -> str:
-    """Plain text of a Markdown document; links become ``text (url)``."""
-    out: list[str] = []
-    list_stack: list[list[int]] = []  # per open list: [next number] or [-1] for bullets
-    quote_depth = 0  # open blockquotes: their lines are prefixed with "> "
+    """Plain text of a Markdown document; links become ``text (url)``.
+
+    Headings are underlined (at most ``width_hint`` wide), list items keep their ``-`` or
+    number, blockquotes their ``> ``; blank lines never run two deep.
+    """
+    text = _PlainText(width_hint)
     for token in parse(source):
-        kind = token.type
-        if kind == "heading_open":
-            out.append("")
-        elif kind == "heading_close":
-            line = out.pop() if out else ""
-            out.append(line)
-            underline = "=" if token.tag == "h1" else "-"
-            out.append(underline * min(max(len(line), 3), width_hint))
-            out.append("")
-        elif kind == "bullet_list_open":
-            list_stack.append([-1])
-        elif kind == "ordered_list_open":
-            start = token.attrGet("start")
-            list_stack.append([int(start) if start is not None else 1])
-        elif kind in ("bullet_list_close", "ordered_list_close"):
-            list_stack.pop()
-            if not list_stack:
-                out.append("")
-        elif kind == "list_item_open":
-            marker = "-"
-            if list_stack and list_stack[-1][0] >= 0:
-                marker = f"{list_stack[-1][0]}."
-                list_stack[-1][0] += 1
-            indent = "  " * (len(list_stack) - 1)
-            out.append(f"{indent}{marker} ")
-        elif kind == "paragraph_close" and not list_stack:
-            out.append("")
-        elif kind == "inline":
-            text = _inline_text(token.children or [])
-            if quote_depth:
-                text = "\n".join("> " * quote_depth + line for line in text.split("\n"))
-            if out and out[-1].endswith(" ") and out[-1].strip() and list_stack:
-                out[-1] += text  # the list marker waits for its item's text
-            else:
-                out.append(text)
-        elif kind == "hr":
-            out.extend(["-" * 20, ""])
-        elif kind in ("fence", "code_block"):
-            out.extend([token.content.rstrip("\n"), ""])
-        elif kind == "blockquote_open":
-            quote_depth += 1
-        elif kind == "blockquote_close":
-            quote_depth -= 1
-    text = "\n".join(out)
-    while "\n\n\n" in text:
-        text = text.replace("\n\n\n", "\n\n")
-    return text.strip() + "\n"
+        handle = _HANDLERS.get(token.type)
+        if handle is not None:
+            handle(text, token)
+    return text.result()
+
+
+@dataclass
+class _PlainText:
+    """The plain text built so far, one entry per output line, and the open blocks."""
+
+    width_hint: int
+    lines: list[str] = field(default_factory=list)
+    # Per open list, innermost last: the next item's number, or None for a bullet list.
+    lists: list[int | None] = field(default_factory=list)
+    quote_depth: int = 0  # open blockquotes: their lines are prefixed with "> "
+
+    def result(self) -> str:
+        text = "\n".join(self.lines)
+        while "\n\n\n" in text:
+            text = text.replace("\n\n\n", "\n\n")
+        return text.strip() + "\n"
+
+    def heading_open(self, token: Token) -> None:
+        self.lines.append("")
+
+    def heading_close(self, token: Token) -> None:
+        line = self.lines.pop() if self.lines else ""
+        underline = "=" if token.tag == "h1" else "-"
+        self.lines.extend([line, underline * min(max(len(line), 3), self.width_hint), ""])
+
+    def bullet_list_open(self, token: Token) -> None:
+        self.lists.append(None)
+
+    def ordered_list_open(self, token: Token) -> None:
+        start = token.attrGet("start")
+        self.lists.append(int(start) if start is not None else 1)
+
+    def list_close(self, token: Token) -> None:
+        self.lists.pop()
+        if not self.lists:
+            self.lines.append("")
+
+    def list_item_open(self, token: Token) -> None:
+        marker = "-"
+        number = self.lists[-1] if self.lists else None
+        if number is not None:
+            marker = f"{number}."
+            self.lists[-1] = number + 1
+        indent = "  " * (len(self.lists) - 1)
+        self.lines.append(f"{indent}{marker} ")
+
+    def paragraph_close(self, token: Token) -> None:
+        if not self.lists:  # list items are separated by their markers, not blank lines
+            self.lines.append("")
+
+    def inline(self, token: Token) -> None:
+        text = _inline_text(token.children or [])
+        if self.quote_depth:
+            text = "\n".join("> " * self.quote_depth + line for line in text.split("\n"))
+        last = self.lines[-1] if self.lines else ""
+        if self.lists and last.endswith(" ") and last.strip():
+            self.lines[-1] += text  # the list marker waits for its item's text
+        else:
+            self.lines.append(text)
+
+    def hr(self, token: Token) -> None:
+        self.lines.extend(["-" * 20, ""])
+
+    def code(self, token: Token) -> None:
+        self.lines.extend([token.content.rstrip("\n"), ""])
+
+    def blockquote_open(self, token: Token) -> None:
+        self.quote_depth += 1
+
+    def blockquote_close(self, token: Token) -> None:
+        self.quote_depth -= 1
+
+
+# Block token types and what they add to the text; the rest (paragraph_open...) add nothing.
+_HANDLERS: dict[str, Callable[[_PlainText, Token], None]] = {
+    "heading_open": _PlainText.heading_open,
+    "heading_close": _PlainText.heading_close,
+    "bullet_list_open": _PlainText.bullet_list_open,
+    "ordered_list_open": _PlainText.ordered_list_open,
+    "bullet_list_close": _PlainText.list_close,
+    "ordered_list_close": _PlainText.list_close,
+    "list_item_open": _PlainText.list_item_open,
+    "paragraph_close": _PlainText.paragraph_close,
+    "inline": _PlainText.inline,
+    "hr": _PlainText.hr,
+    "fence": _PlainText.code,
+    "code_block": _PlainText.code,
+    "blockquote_open": _PlainText.blockquote_open,
+    "blockquote_close": _PlainText.blockquote_close,
+}
 
 
 def _inline_text(children: Sequence[Token]) -> str:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drip.content.library import Lesson, Sequence
 from drip.content.render import (
     RecipientData,
     Renderer,
     recipient_substitutions,
     unsubscribe_headers,
 )
+from drip.content.types import Lesson, Sequence
 from drip.esp.base import Recipient, personalize
 from drip.esp.mime import build_mime
 

@@ -26,7 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from drip.content import markdown_text
-from drip.content.library import Lesson, Sequence
+from drip.content.types import Lesson, Sequence
 from drip.esp.base import Message
 from drip.settings import Settings
 from drip.tracking.links import rewrite_links

@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from drip.content.library import Lesson, Sequence
+from drip.content.types import Lesson, Sequence
 from drip.db import one_of
 from drip.models import Enrollment, EnrollmentStatus, Subscriber
 from drip.schedule import SendWindow, first_due, next_due, resolve_zone

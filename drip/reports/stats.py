@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from drip.content.library import Sequence
+from drip.content.types import Sequence
 from drip.db import one_of
 from drip.engagement import COUNTERS
 from drip.models import (

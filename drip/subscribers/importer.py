@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from drip.content.library import Sequence
+from drip.content.types import Sequence
 from drip.engine.consent import record_consent, unsubscribe
 from drip.engine.enrollments import enroll, stop_enrollments
 from drip.errors import InvalidInput

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from drip.content.library import Sequence
+from drip.content.types import Sequence
 from drip.engine.enrollments import due_after_send
 from drip.models import (
     Delivery,

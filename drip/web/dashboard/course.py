@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from drip.content.library import Lesson, Sequence, check_library
+from drip.content.checks import check_library
 from drip.content.preview import SampleEmail, sample_email
 from drip.content.render import Renderer
+from drip.content.types import Lesson, Sequence
 from drip.errors import Problem
 from drip.reports.stats import EmailStats
 from drip.runtime import Runtime
