@@ -209,3 +209,13 @@ def daily_growth(
         DayCount(d, signups.get(d, 0), confirmations.get(d, 0))
         for d in (first + timedelta(days=n) for n in range((last - first).days + 1))
     ]
+
+
+def find_subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
+    """The subscriber with this id, or None (an erased one too: erasing keeps the row)."""
+    return session.get(Subscriber, subscriber_id)
+
+
+def tag_names(session: Session, limit: int) -> list[str]:
+    """The first ``limit`` tag names in alphabetical order (for a filter's choices)."""
+    return list(session.scalars(select(Tag.name).order_by(Tag.name).limit(limit)))
