@@ -8,8 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from drip.broadcasts.results import detail
-from drip.broadcasts.status import get_broadcast
+from drip.broadcasts.queries import broadcast_detail
 from drip.clock import FrozenClock
 from drip.engine.consent import unsubscribe
 from drip.ingest.events import Event, EventType, ingest
@@ -74,7 +73,7 @@ def test_results_count_human_engagement_unsubscribes_and_conversions(
         )
 
     with rt.sessions() as session:
-        info = detail(session, get_broadcast(session, broadcast_id))
+        info = broadcast_detail(session, broadcast_id).to_json()
 
     assert info["results"] == {
         "sent": 5,

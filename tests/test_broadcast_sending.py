@@ -310,12 +310,11 @@ def test_a_segment_that_breaks_mid_send_pauses_the_broadcast(
 
     assert result.state == "stopped"
     with rt.sessions() as session:
-        from drip.broadcasts.results import detail
-        from drip.broadcasts.status import get_broadcast
+        from drip.broadcasts.queries import broadcast_detail
 
-        info = detail(session, get_broadcast(session, broadcast_id))
-    assert info["status"] == "paused"
-    assert info["history"][-1]["note"] == (
+        info = broadcast_detail(session, broadcast_id)
+    assert info.broadcast.status == "paused"
+    assert info.history[-1].note == (
         "segment no longer valid: segment.tags_any: unknown tag(s): 5k"
     )
 

@@ -31,6 +31,9 @@ from drip.errors import BackendError, InvalidInput
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from drip.broadcasts.queries import BroadcastDetail, BroadcastSummary
+    from drip.broadcasts.results import Progress
+    from drip.models import Broadcast
     from drip.runtime import Runtime
 
 FOLLOW_INTERVAL = 2.0
@@ -204,17 +207,17 @@ def audience(segment: str | None, broadcast_id: int | None) -> None:
 @broadcast.command("list")
 @click.option("--status", help="Only this status (draft, scheduled, sending, sent...).")
 def list_(status: str | None) -> None:
-    """Broadcasts, newest first."""
-    from sqlalchemy import select
-
-    from drip.models import Broadcast
+    """Broadcasts, newest first (the latest 200)."""
+    from drip.broadcasts.queries import LIST_MAX, list_broadcasts
+    from drip.broadcasts.status import BroadcastStatus
 
     rt = _runtime()
-    with rt.sessions() as session:
-        stmt = select(Broadcast).order_by(Broadcast.id.desc()).limit(200)
-        if status:
-            stmt = stmt.where(Broadcast.status == status)
-        rows = list(session.scalars(stmt))
+    rows: tuple[BroadcastSummary, ...] = ()
+    # An unknown status matches no broadcast, as it always has: "no broadcasts", exit 0.
+    if not status or status in BroadcastStatus.__members__.values():
+        wanted = BroadcastStatus(status) if status else None
+        with rt.sessions() as session:
+            rows = list_broadcasts(session, status=wanted, limit=LIST_MAX).items
     for b in rows:
         when = _when(b)
         click.echo(f"{b.id:>5}  {b.status:<9}  {when:<28}  {b.subject}")
@@ -222,7 +225,7 @@ def list_(status: str | None) -> None:
         click.echo("no broadcasts", err=True)
 
 
-def _when(b: Any) -> str:
+def _when(b: BroadcastSummary | Broadcast) -> str:
     if b.local_time and b.local_wall_time:
         return f"{b.local_wall_time.replace('T', ' ')} local"
     if b.scheduled_at:
@@ -230,46 +233,46 @@ def _when(b: Any) -> str:
     return "-"
 
 
-def _bar(progress: dict[str, Any], width: int = 30) -> str:
-    total, done = progress["total"], progress["done"]
+def _bar(progress: Progress, width: int = 30) -> str:
+    total, done = progress.total, progress.done
     share = min(done / total, 1.0) if total else 0.0
     filled = int(share * width)
-    counts = progress["by_status"]
+    counts = progress.by_status
     detail = " · ".join(f"{k} {v:,}" for k, v in counts.items() if v)
     of = f"{done:,}/{total:,}" if total is not None else f"{done:,}"
     return f"[{'#' * filled}{'.' * (width - filled)}] {share * 100:5.1f}%  {of}  {detail}"
 
 
-def _print_detail(info: dict[str, Any]) -> None:
-    click.echo(f"Broadcast {info['id']}: {info['subject']!r} [{info['status']}]")
-    click.echo(f"Segment:   {info['segment_text']}")
-    if info["local_time"]:
-        groups = len(info["zone_groups"])
+def _print_detail(info: BroadcastDetail) -> None:
+    b = info.broadcast
+    click.echo(f"Broadcast {b.id}: {b.subject!r} [{b.status}]")
+    click.echo(f"Segment:   {b.segment_text}")
+    if b.local_time:
         click.echo(
-            f"Scheduled: {info['local_wall_time']} local in each zone "
-            f"({groups} zone groups; zones already past: {info['past_zones']})"
+            f"Scheduled: {b.local_wall_time} local in each zone "
+            f"({len(info.zone_groups)} zone groups; zones already past: {b.past_zones})"
         )
-    elif info["scheduled_at"]:
-        click.echo(f"Scheduled: {info['scheduled_at']}")
-    click.echo(f"Progress:  {_bar(info['progress'])}")
-    r = info["results"]
+    elif b.scheduled_at:
+        click.echo(f"Scheduled: {b.scheduled_at.isoformat()}")
+    click.echo(f"Progress:  {_bar(info.progress)}")
+    r = info.results
     click.echo(
-        f"Results:   sent {r['sent']:,} · delivered {r['delivered']:,} · opens {r['opens']:,} · "
-        f"clicks {r['clicks']:,} · unsubscribes {r['unsubscribes']:,} · bounces "
-        f"{r['bounces']:,} · complaints {r['complaints']:,} · conversions {r['conversions']:,}"
+        f"Results:   sent {r.sent:,} · delivered {r.delivered:,} · opens {r.opens:,} · "
+        f"clicks {r.clicks:,} · unsubscribes {r.unsubscribes:,} · bounces "
+        f"{r.bounces:,} · complaints {r.complaints:,} · conversions {r.conversions:,}"
     )
     click.echo("History:")
-    for ev in info["history"]:
-        note = f"  ({ev['note']})" if ev["note"] else ""
-        click.echo(f"  {ev['at'][:19]}  {ev['actor']:<16} {ev['action']:<11} -> {ev['to']}{note}")
+    for ev in info.history:
+        note = f"  ({ev.note})" if ev.note else ""
+        at = ev.at.isoformat()[:19]
+        click.echo(f"  {at}  {ev.actor:<16} {ev.action:<11} -> {ev.to_status}{note}")
 
 
-def _load_detail(rt: Runtime, broadcast_id: int) -> dict[str, Any]:
-    from drip.broadcasts.results import detail
-    from drip.broadcasts.status import get_broadcast
+def _load_detail(rt: Runtime, broadcast_id: int) -> BroadcastDetail:
+    from drip.broadcasts.queries import broadcast_detail
 
     with rt.sessions() as session:
-        return detail(session, get_broadcast(session, broadcast_id))
+        return broadcast_detail(session, broadcast_id)
 
 
 @broadcast.command()
@@ -287,24 +290,23 @@ def show(broadcast_id: int, follow: bool, interval: float, as_json: bool) -> Non
     with _answers():
         info = _load_detail(rt, broadcast_id)
         if as_json:
-            click.echo(json.dumps(info, indent=2))
+            click.echo(json.dumps(info.to_json(), indent=2))
             return
         _print_detail(info)
         if not follow:
             return
         tty = sys.stdout.isatty()
-        last = (time.monotonic(), info["progress"]["done"])
-        while info["status"] not in FINAL:
+        last = (time.monotonic(), info.progress.done)
+        while info.broadcast.status not in FINAL:
             _sleep(interval)
             info = _load_detail(rt, broadcast_id)
-            now, done = time.monotonic(), info["progress"]["done"]
+            status, now, done = info.broadcast.status, time.monotonic(), info.progress.done
             rate = (done - last[1]) / max(now - last[0], 1e-9)
             last = (now, done)
-            line = f"{info['status']:<9} {_bar(info['progress'])}  {rate:,.0f}/s"
+            line = f"{status:<9} {_bar(info.progress)}  {rate:,.0f}/s"
             click.echo(f"\r\033[K{line}" if tty else line, nl=not tty)
-        click.echo(
-            f"\n{info['status']}: sent {info['results']['sent']:,}" if tty else info["status"]
-        )
+        status = info.broadcast.status
+        click.echo(f"\n{status}: sent {info.results.sent:,}" if tty else status)
 
 
 @broadcast.command()

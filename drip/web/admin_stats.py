@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from drip.reports.stats import as_json, collect
-from drip.runtime import Runtime
 from drip.web.auth import require_admin
+from drip.web.deps import RuntimeDep
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -21,8 +21,7 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends
 @router.get(
     "/stats", summary="Per-email figures, conversions, the course funnel and sending's state"
 )
-def stats(request: Request) -> dict[str, Any]:
-    rt: Runtime = request.app.state.rt
+def stats(rt: RuntimeDep) -> dict[str, Any]:
     with rt.sessions() as session:
         figures = collect(
             session,

@@ -15,15 +15,16 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip import suppress
 from drip.engine.handover import Enqueue
+from drip.reports.database_health import database_problem
 from drip.runtime import Runtime
 from drip.settings import get_settings
 from drip.web import admin, admin_stats, api, dashboard, pages
 from drip.web import broadcasts as broadcasts_api
+from drip.web.deps import RuntimeDep
 from drip.web.errors import BodyTooLarge, error_response, install_handlers
 from drip.web.logs import request_id_var
 from drip.web.params import refuse_nul_params
@@ -107,14 +108,11 @@ async def _observe(
         request_id_var.reset(token)
 
 
-def healthz(request: Request) -> JSONResponse:
+def healthz(rt: RuntimeDep) -> JSONResponse:
     """200 when the database answers, 503 otherwise."""
-    rt: Runtime = request.app.state.rt
-    try:
-        with rt.engine.connect() as conn:
-            conn.execute(text("select 1"))
-    except Exception as err:
-        log.warning("health check: database unreachable: %s", type(err).__name__)
+    problem = database_problem(rt.engine)
+    if problem is not None:
+        log.warning("health check: database unreachable: %s", problem)
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})
 

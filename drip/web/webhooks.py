@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -24,24 +24,22 @@ from starlette.concurrency import run_in_threadpool
 from drip import signature
 from drip.errors import InvalidInput
 from drip.ingest.events import store
-from drip.runtime import Runtime
+from drip.web.deps import RuntimeDep, runtime
 from drip.web.errors import error_json
 from drip.webhooks import purchase, sendgrid
 
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
+
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-
-
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
 
 
 def _public_key(request: Request) -> Any:
     """The loaded key, cached on the app (parsing it per request would cost more than verifying)."""
     cached = getattr(request.app.state, "sendgrid_public_key", None)
     if cached is None:
-        configured = _rt(request).settings.sendgrid_webhook_public_key
+        configured = runtime(request).settings.sendgrid_webhook_public_key
         if configured is None:
             return None
         cached = signature.load_public_key(configured.get_secret_value())
@@ -50,8 +48,7 @@ def _public_key(request: Request) -> Any:
 
 
 @router.post("/sendgrid", summary="SendGrid Event Webhook (signed)")
-async def sendgrid_events(request: Request) -> JSONResponse:
-    rt = _rt(request)
+async def sendgrid_events(request: Request, rt: RuntimeDep) -> JSONResponse:
     key = _public_key(request)
     if key is None:
         log.error("SendGrid event refused: DRIP_SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
@@ -96,8 +93,7 @@ def _store_purchase(rt: Runtime, order: purchase.Purchase) -> tuple[dict[str, An
 
 
 @router.post("/purchase", summary="A sale from the checkout (HMAC-signed)")
-async def purchase_webhook(request: Request) -> JSONResponse:
-    rt = _rt(request)
+async def purchase_webhook(request: Request, rt: RuntimeDep) -> JSONResponse:
     secret = rt.settings.purchase_webhook_secret
     if secret is None:
         return error_json(503, None, "the purchase webhook is not configured")

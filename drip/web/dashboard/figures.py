@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from fastapi import Request
 
 from drip.reports.stats import EmailStats, Stats, collect
-from drip.runtime import Runtime
 from drip.subscribers.queries import DayCount, daily_growth, status_counts
 from drip.web.dashboard.cache import figure_cache
+from drip.web.deps import runtime
 
 DAYS_SHOWN = 30
 WEEKS_SHOWN = 26
@@ -30,14 +30,9 @@ class Period:
     confirmations: int
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
 def counts(request: Request) -> tuple[dict[str, int], datetime]:
     """Subscribers per status and the suppression list's size, and when they were counted."""
-    rt = _rt(request)
+    rt = runtime(request)
 
     def compute() -> dict[str, int]:
         with rt.sessions() as session:
@@ -48,7 +43,7 @@ def counts(request: Request) -> tuple[dict[str, int], datetime]:
 
 def stats(request: Request) -> tuple[Stats, datetime]:
     """``drip.reports.stats.collect`` for the course (cached like the counts)."""
-    rt = _rt(request)
+    rt = runtime(request)
 
     def compute() -> Stats:
         with rt.sessions() as session:
@@ -61,7 +56,7 @@ def growth(request: Request, by: str) -> list[Period]:
     """Signups and confirmations per day (the last 30) or ISO week (the last 26), in the
     dashboard's zone. Both views share one computation of the 26 weeks' days (the day view is
     its tail)."""
-    rt = _rt(request)
+    rt = runtime(request)
     zone = rt.settings.dashboard_zone
     now = rt.clock().astimezone(zone)
     today = datetime(now.year, now.month, now.day, tzinfo=zone)  # local midnight

@@ -22,9 +22,9 @@ from drip.engine import handover
 from drip.engine.reconcile import settle_cutoff, waiting_rows
 from drip.models import DeliveryStatus
 from drip.reports import sending_health
-from drip.runtime import Runtime
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute
+from drip.web.deps import RuntimeDep
 from workers.producer import celery_enqueue
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,6 @@ NOTICES = {
 QUEUE_DOWN = (
     " The workers' queue could not be reached: the emails stay queued and go out within 10 minutes."
 )
-
-
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
 
 
 def _enqueue(request: Request) -> handover.Enqueue:
@@ -73,12 +68,12 @@ def _back(done: str, n: int, problem: str | None) -> RedirectResponse:
 @router.get("/sending")
 def sending_page(
     request: Request,
+    rt: RuntimeDep,
     admin: Admin,
     done: str = "",
     n: Annotated[int, Query(ge=0, le=10**9)] = 0,
     queue: str = "",
 ) -> Response:
-    rt = _rt(request)
     now = rt.clock()
     settle = rt.settings.unknown_settle_minutes
     with rt.sessions() as session:
@@ -101,18 +96,18 @@ def sending_page(
 
 
 @router.post("/sending/resume")
-def resume(request: Request, admin: Checked) -> Response:
+def resume(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     """Lift the pause and hand every waiting email to the workers (``drip sending resume``)."""
-    resumed = handover.resume_sending(_rt(request), _enqueue(request))
+    resumed = handover.resume_sending(rt, _enqueue(request))
     log.warning("sending resumed from the dashboard by %s", admin.email)
     done = "resumed" if resumed.was_paused else "running"
     return _back(done, len(resumed.handed), resumed.problem)
 
 
 @router.post("/sending/resend-unknown")
-def resend_unknown(request: Request, admin: Checked) -> Response:
+def resend_unknown(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     """Every unknown email past the settle time, queued again (a person's decision)."""
-    resent = handover.resend_deliveries(_rt(request), all_unknown=True, enqueue=_enqueue(request))
+    resent = handover.resend_deliveries(rt, all_unknown=True, enqueue=_enqueue(request))
     log.warning(
         "%d unknown emails queued again from the dashboard by %s", len(resent.queued), admin.email
     )
@@ -120,9 +115,11 @@ def resend_unknown(request: Request, admin: Checked) -> Response:
 
 
 @router.post("/sending/{delivery_id}/resend")
-def resend_one(request: Request, admin: Checked, delivery_id: DeliveryId) -> Response:
+def resend_one(
+    request: Request, rt: RuntimeDep, admin: Checked, delivery_id: DeliveryId
+) -> Response:
     """One unknown or failed email queued again; any other is left alone."""
-    resent = handover.resend_deliveries(_rt(request), [delivery_id], enqueue=_enqueue(request))
+    resent = handover.resend_deliveries(rt, [delivery_id], enqueue=_enqueue(request))
     queued = len(resent.queued)
     log.warning(
         "delivery %d resent from the dashboard by %s (%d queued)", delivery_id, admin.email, queued
