@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from drip.cli.support import content_failure as _content_failure
+from drip.cli.support import runtime_or_exit as _runtime_or_exit
 from drip.cli.support import settings_or_exit as _settings
 from drip.content.checks import check_library
 from drip.content.loading import load_library
@@ -155,17 +156,25 @@ def demo(start: datetime | None, days: int, zones: tuple[str, ...]) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Start a Celery worker (extra options go to celery)."""
-    _settings()
+    """Start a Celery worker (extra options go to celery); refuses a broken course or setting."""
+    _ready_to_run()
     _exec_celery(["worker", "--loglevel", "INFO", *ctx.args])
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def beat(ctx: click.Context) -> None:
-    """Start Celery beat, which fires the drip tick every DRIP_TICK_SECONDS."""
-    _settings()
+    """Start Celery beat, which fires the drip tick every DRIP_TICK_SECONDS; refuses a broken
+    course or setting."""
+    _ready_to_run()
     _exec_celery(["beat", "--loglevel", "INFO", *ctx.args])
+
+
+def _ready_to_run() -> None:
+    """Build the runtime once before Celery starts: a bad setting exits 2 naming it, a broken
+    course exits 1 with every problem as ``path:line: message``, as ``drip serve`` does; a worker
+    that started anyway would fail every task with the same error."""
+    _runtime_or_exit()
 
 
 def _library(settings: Settings) -> dict[str, Sequence]:
