@@ -126,3 +126,38 @@ def suppress_addresses(session: Session, entries: dict[str, tuple[str, str]], no
         .returning(Suppression.id)
     )
     return len(list(session.scalars(stmt)))
+
+
+# Export and import (drip.subscribers.csv_export, drip.subscribers.importer): a suppression
+# travels with the address to another list, with its reason and date.
+
+
+def suppressions_of(session: Session, emails: Iterable[str]) -> dict[str, Suppression]:
+    """The suppression row of each of ``emails`` on the list, by address (one query).
+
+    Reads only: before anything was ever suppressed there is no salt, and none is created.
+    """
+    emails = list(emails)
+    if not emails or session.scalar(select(Suppression.id).limit(1)) is None:
+        return {}
+    key = salt(session)  # stored already: every suppression was hashed with it
+    by_hash = {hash_with(key, email): email for email in emails}
+    rows = session.scalars(
+        select(Suppression).where(one_of(Suppression.email_hash, list(by_hash), session))
+    )
+    return {by_hash[row.email_hash]: row for row in rows}
+
+
+def suppress_since(
+    session: Session, email: str, reason: str, since: datetime | None, detail: str | None = None
+) -> bool:
+    """:func:`suppress`, dated ``since`` when the file says when (else now); False if the
+    address was on the list already (its first reason and date are kept)."""
+    digest = email_hash(session, email)
+    if session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is not None:
+        return False
+    session.add(
+        Suppression(email_hash=digest, reason=reason, detail=detail, created_at=since or utcnow())
+    )
+    session.flush()
+    return True
