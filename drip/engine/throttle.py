@@ -27,7 +27,10 @@ from drip.settings import Settings
 log = logging.getLogger(__name__)
 
 KEY = "drip:provider:hold_until"
-DEFAULT_HOLD = 2.0  # seconds, when the provider gives no hint: a few requests' worth
+# Seconds, when the provider gives no hint: short, because a rate limit's bucket refills within
+# a second or so (2 s left half the allowed rate unused in bench/throttled.py), and a 5xx storm
+# just gets another short hold after each try.
+DEFAULT_HOLD = 0.5
 MAX_HOLD = 300.0  # never trust a hint past five minutes: the retry countdowns stay short
 
 # Move the hold later, never earlier; the key expires when the hold does.
