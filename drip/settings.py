@@ -29,27 +29,47 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
+    # SQLAlchemy URL: sqlite:///path, or postgresql+psycopg://... in production.
     database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'drip.sqlite3'}"
+    # The Celery broker (Redis) that carries tasks to the workers.
     broker_url: str = "redis://127.0.0.1:6379/0"
+    # Redis for rate limits, shared counters and the tracking stream.
     redis_url: str = "redis://127.0.0.1:6379/1"
+    # How emails leave: outbox (.eml files), smtp, sendgrid or memory (tests).
     email_backend: Literal["outbox", "smtp", "sendgrid", "memory"] = "outbox"
+    # Where the outbox backend writes .eml files.
     outbox_dir: Path = PROJECT_ROOT / "var" / "outbox"
+    # The folder of sequences of lessons.
     content_dir: Path = PROJECT_ROOT / "content" / "lessons"
+    # Email layouts and web pages.
     templates_dir: Path = PROJECT_ROOT / "templates"
 
+    # Signs links (unsubscribe, confirm, tracking); at least 16 characters; set it in production.
     secret_key: SecretStr = SecretStr("dev-insecure-secret-key-change-me")
+    # The public https address of the web app, used in every link.
     public_url: str = "http://127.0.0.1:8000"
+    # The sender address.
     from_email: str = "coach@example.com"
+    # The sender name.
     from_name: str = "Glute Accelerator Coach"
+    # The Reply-To address; unset = none.
     reply_to: str | None = None
+    # The sender's postal address, in every footer (CAN-SPAM).
     postal_address: str = "123 Example Street, Springfield, OR 97477, USA"
+    # The Runners Lab sales page, {{ runners_lab_url }} in lessons.
     runners_lab_url: str = "https://example.com/runners-lab"
+    # The IANA time zone of subscribers without a valid one.
     default_timezone: str = "America/New_York"
+    # The sequence a confirmed subscriber enters.
     course_sequence: str = "glute-accelerator"
 
     # Drip engine
+
+    # How often beat fires the drip tick, in seconds.
     tick_seconds: int = Field(default=60, ge=1, le=3600)
+    # Enrollments claimed per transaction by the tick.
     claim_chunk: int = Field(default=1000, ge=1, le=100_000)
+    # Deliveries per send task.
     send_batch_size: int = Field(default=500, ge=1, le=1000)
     # Sends refused in a row for reasons a retry can't fix (bad key, request refused) before
     # all sending pauses; throttles, outages and per-address refusals never count.
@@ -64,20 +84,33 @@ class Settings(BaseSettings):
     unknown_settle_minutes: int = Field(default=60, ge=1, le=10_080)
 
     # SendGrid
+
+    # The API key (Mail Send permission); required with the sendgrid backend.
     sendgrid_api_key: SecretStr | None = None
+    # The API base URL (tests point it at a local server).
     sendgrid_api_url: str = "https://api.sendgrid.com"
+    # Seconds for a whole request (connect, send, answer): a deadline, not a per-read timeout.
     sendgrid_timeout: float = Field(default=10.0, gt=0)
+    # Sandbox mode: SendGrid accepts every email and delivers none.
     sendgrid_sandbox: bool = False
 
     # SMTP
+
+    # The SMTP relay's host.
     smtp_host: str = "127.0.0.1"
+    # The SMTP relay's port.
     smtp_port: int = Field(default=25, ge=1, le=65535)
+    # The SMTP AUTH user name; unset = no AUTH.
     smtp_username: str | None = None
+    # The SMTP AUTH password.
     smtp_password: SecretStr | None = None
+    # Transport security: none, starttls or ssl.
     smtp_tls: Literal["none", "starttls", "ssl"] = "none"
+    # Seconds for one message's whole SMTP transaction (and for connecting): a deadline.
     smtp_timeout: float = Field(default=30.0, gt=0)
 
     # Subscribers and the web app. Token lists are comma-separated in the environment.
+
     # Bearer tokens of the admin API (/api/v1/admin/...); empty = admin API closed.
     admin_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     # Bearer tokens accepted by the JSON signup webhook POST /api/v1/subscribers.
@@ -96,9 +129,12 @@ class Settings(BaseSettings):
     confirm_resend_minutes: int = Field(default=10, ge=0, le=1440)
     # Pending signups that never confirm are deleted after this many days.
     pending_purge_days: int = Field(default=30, ge=1, le=3650)
-    # Per-IP fixed-window rate limits kept in Redis (DRIP_REDIS_URL); 0 disables a limit.
-    signup_rate_limit: int = Field(default=20, ge=0)  # form posts and confirm resends
-    api_rate_limit: int = Field(default=600, ge=0)  # JSON webhook calls
+    # Form posts and confirmation resends per client address per window, counted in Redis
+    # (DRIP_REDIS_URL); 0 = no limit.
+    signup_rate_limit: int = Field(default=20, ge=0)
+    # JSON webhook calls per client address per window (0 = no limit).
+    api_rate_limit: int = Field(default=600, ge=0)
+    # The fixed window of both per-address rate limits, in seconds.
     rate_limit_window_seconds: int = Field(default=600, ge=1, le=86_400)
     # The consent text shown next to the signup form, stored with every signup (GDPR Art. 7).
     consent_text: str = (
@@ -112,15 +148,21 @@ class Settings(BaseSettings):
 
     # Broadcasts: the global send rate shared by every worker (through DRIP_REDIS_URL;
     # 0 = no limit), the page of subscribers written per step, and the quiet rule's default.
+
+    # Broadcast emails per second, all workers together (0 = no limit).
     broadcast_rate_per_second: int = Field(default=0, ge=0, le=1_000_000)
+    # Broadcast emails per UTC hour, all workers together (0 = no limit).
     broadcast_rate_per_hour: int = Field(default=0, ge=0)
+    # Broadcast emails per UTC day, all workers together (0 = no limit).
     broadcast_rate_per_day: int = Field(default=0, ge=0)
+    # Subscribers per broadcast page (one transaction and checkpoint each).
     broadcast_page_size: int = Field(default=1000, ge=1, le=10_000)
     # No broadcast to someone who was sent a lesson within this many hours (0 = off).
     broadcast_quiet_hours: int = Field(default=0, ge=0, le=168)
 
     # Tracking: our open pixel and click redirect, the SendGrid Event Webhook, the
     # purchase webhook and attribution. docs/settings-tracking.md explains each one.
+
     track_opens: bool = True  # a 1x1 pixel in marketing emails (never in confirmations)
     track_clicks: bool = True  # HTML links rewritten to /t/c/<signed token> (not unsubscribe)
     # The Event Webhook's verification key as SendGrid shows it (base64 DER, PEM also accepted);
@@ -138,14 +180,21 @@ class Settings(BaseSettings):
     scanner_click_seconds: int = Field(default=10, ge=0, le=3600)
     # Redis stream between the tracking endpoints and the drain into the database.
     tracking_stream: str = Field(default="drip:tracking", min_length=1, max_length=200)
+    # Events per bulk insert when draining the tracking stream into the database.
     tracking_drain_batch: int = Field(default=2000, ge=1, le=50_000)
+    # How often beat drains the tracking stream, in seconds.
     tracking_drain_seconds: float = Field(default=2.0, gt=0, le=300)
 
     # The dashboard (/admin): session lifetime, idle expiry and the sign-in lock-out
     # (failures per account and per client address within the window lock both for the window).
+
+    # A dashboard session ends this many hours after sign-in.
     admin_session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    # A dashboard session also ends after this many minutes without a request.
     admin_idle_minutes: int = Field(default=120, ge=5, le=24 * 60 * 30)
+    # Failed sign-ins per account, and per client address, within the window that lock both.
     admin_lockout_attempts: int = Field(default=5, ge=1, le=1000)
+    # The window of those failed sign-ins, and how long the lock lasts, in minutes.
     admin_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
     # Overview and course figures are cached this long per web process (0 = always fresh).
     admin_stats_cache_seconds: int = Field(default=60, ge=0, le=3600)
