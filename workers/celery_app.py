@@ -39,7 +39,8 @@ def make_celery(settings: Settings) -> Celery:
                 "schedule": float(settings.tracking_drain_seconds),
                 "options": {"expires": float(settings.tracking_drain_seconds) * 5},
             },
-            # Signups never confirmed within DRIP_PENDING_PURGE_DAYS are deleted (GDPR: keep no more than needed).
+            # Signups never confirmed within DRIP_PENDING_PURGE_DAYS are deleted (GDPR: keep no
+            # more than needed).
             "drip-purge-pending": {"task": "drip.purge_pending", "schedule": 3600.0},
         },
         worker_hijack_root_logger=False,
