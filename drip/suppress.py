@@ -8,18 +8,16 @@ derived from ``DRIP_SECRET_KEY`` on purpose: rotating that key must not un-suppr
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
 from drip.macs import prekeyed
 from drip.models import EngineState, Suppression, utcnow
+from drip.store import one_of, store_for
 
 SALT_KEY = "suppression_salt"
 _salt_cache: dict[object, bytes] = {}  # per engine: one salt per database
@@ -45,11 +43,10 @@ def salt(session: Session) -> bytes:
         return _salt_cache[engine]
     # Two workers may both find no salt: ON CONFLICT lets the first writer win and the other
     # read the winner's value, instead of failing its whole transaction.
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(EngineState)
+        store_for(session)
+        .insert_ignore(EngineState, ["key"])
         .values(key=SALT_KEY, value={"salt": secrets.token_hex(32)}, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["key"])
     )
     created = session.scalar(select(EngineState.value).where(EngineState.key == SALT_KEY))
     assert created is not None
@@ -96,14 +93,6 @@ def suppress(session: Session, email: str, reason: str, detail: str | None = Non
     return True
 
 
-_SUPPRESS_PG = text(
-    "INSERT INTO suppressions (email_hash, reason, detail, created_at) "
-    "SELECT email_hash, reason, detail, CAST(:now AS timestamptz) "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS v(email_hash varchar, reason varchar, "
-    "detail text) ORDER BY email_hash ON CONFLICT (email_hash) DO NOTHING RETURNING id"
-)
-
-
 def suppress_addresses(session: Session, entries: dict[str, tuple[str, str]], now: datetime) -> int:
     """Add ``{email: (reason, detail)}`` to the suppression list; returns how many were new."""
     if not entries:
@@ -116,16 +105,7 @@ def suppress_addresses(session: Session, entries: dict[str, tuple[str, str]], no
         ),
         key=lambda row: row["email_hash"],  # one lock order for concurrent batches
     )
-    if session.get_bind().dialect.name == "postgresql":
-        params = {"rows": json.dumps(rows), "now": now}
-        return len(list(session.scalars(_SUPPRESS_PG, params)))
-    stmt = (
-        sqlite.insert(Suppression)
-        .values([{**row, "created_at": now} for row in rows])
-        .on_conflict_do_nothing(index_elements=["email_hash"])
-        .returning(Suppression.id)
-    )
-    return len(list(session.scalars(stmt)))
+    return store_for(session).suppress_hashes(session, rows, now)
 
 
 # Export and import (drip.subscribers.csv_export, drip.subscribers.importer): a suppression

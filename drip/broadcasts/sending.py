@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from drip.broadcasts.control import RESUMED, halt
@@ -44,10 +43,10 @@ from drip.broadcasts.ratelimit import RateLimiter, page_quota
 from drip.broadcasts.segments import context_of, parse_segment, segment_filter
 from drip.broadcasts.status import BroadcastStatus, get_broadcast
 from drip.broadcasts.zones import NO_ZONE
-from drip.db import one_of
 from drip.engine import pause as engine_state
 from drip.errors import InvalidInput
 from drip.models import Broadcast, BroadcastZone, Delivery, DeliveryKind, DeliveryStatus, Subscriber
+from drip.store import one_of, store_for
 
 if TYPE_CHECKING:
     from drip.runtime import Runtime
@@ -248,19 +247,6 @@ def _recent_lesson(session: Session, ids: Sequence[int], since: datetime) -> set
     )
 
 
-# As in drip.engine.claim: one statement over arrays on PostgreSQL, cheaper than a VALUES list.
-_INSERT_PG = text(
-    """
-    INSERT INTO deliveries (subscriber_id, message_key, kind, broadcast_id, status, error,
-                            attempts, created_at, updated_at)
-    SELECT v.subscriber_id, :key, 'broadcast', :broadcast_id, :status, :error, 0, :now, :now
-    FROM unnest(CAST(:ids AS bigint[])) AS v(subscriber_id)
-    ON CONFLICT (subscriber_id, message_key) DO NOTHING
-    RETURNING id
-    """
-)
-
-
 def _write(
     session: Session, broadcast_id: int, ids: list[int], now: datetime, skipped: str | None = None
 ) -> list[int]:
@@ -269,24 +255,6 @@ def _write(
         return []
     status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.QUEUED
     key = message_key(broadcast_id)
-    if session.get_bind().dialect.name == "postgresql":
-        params = {"ids": ids, "key": key, "broadcast_id": broadcast_id, "status": status.value}
-        return list(session.scalars(_INSERT_PG, {**params, "error": skipped, "now": now}))
-    rows = [
-        {
-            "subscriber_id": i,
-            "message_key": key,
-            "kind": DeliveryKind.BROADCAST,
-            "broadcast_id": broadcast_id,
-            "status": status,
-            "error": skipped,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for i in ids
-    ]
-    stmt = sqlite.insert(Delivery).on_conflict_do_nothing(
-        index_elements=["subscriber_id", "message_key"]
+    return store_for(session).insert_broadcast_deliveries(
+        session, broadcast_id, key, ids, status.value, skipped, now
     )
-    return list(session.scalars(stmt.returning(Delivery.id), rows))

@@ -20,22 +20,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from drip.db import int_array, is_postgres, text_array, timestamp_array
 from drip.engine import pause as engine_state
 from drip.engine.enrollments import due_after_send
 from drip.errors import BackendError
-from drip.models import (
-    Delivery,
-    DeliveryKind,
-    DeliveryStatus,
-    Enrollment,
-    EnrollmentStatus,
-    Subscriber,
-)
+from drip.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
+from drip.store import store_for
 
 if TYPE_CHECKING:
     from drip.runtime import Runtime
@@ -52,15 +44,6 @@ class TickReport:
     unknown: list[int] = field(default_factory=list)
     paused: str | None = None
     batches: int = 0
-
-
-def dialect_insert(
-    session: Session, table: type[Delivery] | type[Enrollment]
-) -> postgresql.Insert | sqlite.Insert:
-    """INSERT with ON CONFLICT support on both databases."""
-    if is_postgres(session):
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 @dataclass
@@ -114,12 +97,17 @@ def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim
         advanced.append((enrollment_id, step.lesson, step.next_send_at))
         if step.follow_on is not None:
             follow_ons.append({**step.follow_on, "subscriber_id": subscriber_id})
-    ids = _insert_deliveries(session, deliveries, now)
-    _advance(session, advanced, now)
+    # A lesson's delivery row exists already when another tick wrote it (then nothing is sent
+    # again), or when it was skipped while the subscriber was out or failed, and the enrollment
+    # was set back to send it again (drip.subscribers.store.resume_enrollments,
+    # drip.engine.outcomes.step_back): the store queues that same row again, so the unique
+    # (subscriber, message key) pair still holds.
+    store = store_for(session)
+    ids = store.insert_lesson_deliveries(session, deliveries, now) if deliveries else []
+    if advanced:
+        store.advance_enrollments(session, advanced, now)
     if follow_ons:
-        stmt = dialect_insert(session, Enrollment).on_conflict_do_nothing(
-            index_elements=["subscriber_id", "sequence"]
-        )
+        stmt = store.insert_ignore(Enrollment, ["subscriber_id", "sequence"])
         session.execute(stmt, follow_ons)
     completed = sum(1 for _, _, due in advanced if due is None)
     return Claim(ids, completed, len(rows))
@@ -151,126 +139,6 @@ def _step(rt: Runtime, slug: str, position: int, zone: str | None, now: datetime
         "enrolled_at": now,
     }
     return _Step(nxt, None, enrollment)
-
-
-# On PostgreSQL a chunk is written with one small statement over arrays: compiling and parsing a
-# thousand-row VALUES list costs more than the work itself (measured in bench/dispatch.py). The
-# arrays travel as text literals (drip.db.int_array): the driver's list adapter runs a regex
-# per element, which made it the tick's largest Python cost.
-_INSERT_DELIVERIES_PG = text(
-    """
-    INSERT INTO deliveries (subscriber_id, message_key, kind, sequence, position, status,
-                            attempts, created_at, updated_at)
-    SELECT v.subscriber_id, v.sequence || '/' || v.position, 'lesson', v.sequence, v.position,
-           'queued', 0, :now, :now
-    FROM unnest(
-        CAST(:subscriber_id AS bigint[]), CAST(:sequence AS varchar[]),
-        CAST(:position AS integer[])
-    ) AS v(subscriber_id, sequence, position)
-    ON CONFLICT (subscriber_id, message_key) DO UPDATE
-    SET status = 'queued', error = NULL, backend = NULL, attempts = 0, updated_at = :now,
-        queued_at = :now
-    WHERE deliveries.status IN ('skipped', 'failed')
-    RETURNING id
-    """
-)
-
-# next_send_at NULL means the claim completed the enrollment.
-_ADVANCE_PG = text(
-    """
-    UPDATE enrollments AS e
-    SET position = v.position, next_send_at = v.next_send_at, last_sent_at = :now,
-        status = CASE WHEN v.next_send_at IS NULL THEN 'completed' ELSE 'active' END,
-        completed_at = CASE WHEN v.next_send_at IS NULL THEN CAST(:now AS timestamptz) END
-    FROM unnest(
-        CAST(:id AS bigint[]), CAST(:position AS integer[]), CAST(:next_send_at AS timestamptz[])
-    ) AS v(id, position, next_send_at)
-    WHERE e.id = v.id
-    """
-)
-
-
-def _insert_deliveries(
-    session: Session, deliveries: list[tuple[int, str, int]], now: datetime
-) -> list[int]:
-    """Write queued lesson deliveries; returns the ids to send.
-
-    A row that exists already is left alone (a second tick creates nothing), unless it was
-    ``skipped`` (the subscriber was out when it was due and the enrollment, resumed since, was
-    set back to send it again: :func:`drip.subscribers.store.resume_enrollments`) or ``failed``
-    (the enrollment stepped back to send it again: :func:`drip.engine.outcomes.step_back`). Then the
-    same row is queued again, so the unique (subscriber, message key) pair still holds.
-    """
-    if not deliveries:
-        return []
-    subscriber_ids, slugs, positions = zip(*deliveries, strict=True)
-    if is_postgres(session):
-        params = {
-            "subscriber_id": int_array(subscriber_ids),
-            "sequence": text_array(slugs),
-            "position": int_array(positions),
-            "now": now,
-        }
-        return list(session.scalars(_INSERT_DELIVERIES_PG, params))
-    insert = sqlite.insert(Delivery)
-    stmt = insert.on_conflict_do_update(
-        index_elements=["subscriber_id", "message_key"],
-        set_={
-            "status": DeliveryStatus.QUEUED,
-            "error": None,
-            "backend": None,
-            "attempts": 0,
-            "updated_at": insert.excluded.updated_at,
-            "queued_at": insert.excluded.updated_at,
-        },
-        # Spelled out: an IN list would expand per call, which executemany can't do.
-        where=(Delivery.status == DeliveryStatus.SKIPPED)
-        | (Delivery.status == DeliveryStatus.FAILED),
-    )
-    rows = [
-        {
-            "subscriber_id": subscriber_id,
-            "message_key": f"{slug}/{position}",
-            "kind": DeliveryKind.LESSON,
-            "sequence": slug,
-            "position": position,
-            "status": DeliveryStatus.QUEUED,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for subscriber_id, slug, position in deliveries
-    ]
-    return list(session.scalars(stmt.returning(Delivery.id), rows))
-
-
-def _advance(
-    session: Session, advanced: list[tuple[int, int, datetime | None]], now: datetime
-) -> None:
-    """Move each enrollment on: one statement on PostgreSQL, executemany elsewhere."""
-    if not advanced:
-        return
-    if is_postgres(session):
-        ids, positions, dues = zip(*advanced, strict=True)
-        params = {
-            "id": int_array(ids),
-            "position": int_array(positions),
-            "next_send_at": timestamp_array(dues),
-            "now": now,
-        }
-        session.execute(_ADVANCE_PG, params)
-        return
-    updates = [
-        {
-            "id": enrollment_id,
-            "position": position,
-            "last_sent_at": now,
-            "next_send_at": due,
-            "status": EnrollmentStatus.ACTIVE if due is not None else EnrollmentStatus.COMPLETED,
-            "completed_at": None if due is not None else now,
-        }
-        for enrollment_id, position, due in advanced
-    ]
-    session.execute(update(Enrollment), updates)
 
 
 def reap(

@@ -17,10 +17,10 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
 from drip.engagement import First, credit_unsubscribes
 from drip.engine.enrollments import stop_enrollments_of
 from drip.models import Consent, Subscriber, SubscriberStatus
+from drip.store import one_of
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from drip.content.render import RecipientData, recipient_substitutions, unsubscribe_headers
-from drip.db import one_of
 from drip.engine import pause as engine_state
 from drip.engine.enrollments import stop_enrollments
 from drip.engine.kinds import MessageSource, source_for
@@ -44,6 +43,7 @@ from drip.errors import (
 )
 from drip.esp.base import Message, Recipient, SendResult
 from drip.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from drip.store import one_of
 from drip.suppress import hash_with, listed_hashes, salt
 from drip.tracking.links import tracking_substitutions
 from drip.tracking.tokens import TrackingSigner, signer_for

@@ -11,9 +11,9 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from drip.content.types import Lesson, Sequence
-from drip.db import one_of
 from drip.models import Enrollment, EnrollmentStatus, Subscriber
 from drip.schedule import SendWindow, first_due, next_due, resolve_zone
+from drip.store import one_of
 
 
 def lesson_window(sequence: Sequence, lesson: Lesson | None) -> SendWindow:

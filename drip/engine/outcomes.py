@@ -26,22 +26,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Row, select, text, update
+from sqlalchemy import Row, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from drip.db import int_array, is_postgres, one_of, text_array
 from drip.engagement import count_sent
 from drip.engine import pause as engine_state
 from drip.engine.enrollments import due_after_send
 from drip.esp.base import SendResult
-from drip.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
+from drip.models import DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
+from drip.store import store_for
 from drip.suppress import suppress_addresses
 
 if TYPE_CHECKING:
@@ -261,96 +260,12 @@ def step_back(rt: Runtime, session: Session, failed: Sequence[Attempt], now: dat
     return moved
 
 
-# The outcomes of a SendGrid batch are few (one provider message id per request, one error per
-# failed request): one UPDATE per distinct outcome, its ids as one array literal. Backends that
-# give each email its own id (SMTP, the outbox) take one UPDATE over arrays instead.
-_RECORD_ONE_OUTCOME_PG = text(
-    """
-    UPDATE deliveries
-    SET status = :status, provider_message_id = :provider_message_id, error = :error,
-        sent_at = :sent_at, backend = :backend, updated_at = :now,
-        attempts = attempts - :uncount
-    WHERE id = ANY(CAST(:ids AS bigint[]))
-    """
-)
-_RECORD_MANY_OUTCOMES_PG = text(
-    """
-    UPDATE deliveries AS d
-    SET status = v.status, provider_message_id = v.provider_message_id, error = v.error,
-        sent_at = CASE WHEN v.status = 'sent' THEN CAST(:now AS timestamptz) END,
-        backend = :backend, updated_at = :now, attempts = d.attempts - v.uncount
-    FROM unnest(
-        CAST(:ids AS bigint[]), CAST(:status AS varchar[]),
-        CAST(:provider_message_id AS varchar[]), CAST(:error AS text[]),
-        CAST(:uncount AS integer[])
-    ) AS v(id, status, provider_message_id, error, uncount)
-    WHERE d.id = v.id
-    """
-)
-_FEW_OUTCOMES = 4
-
-
 def write_changes(
     session: Session, changes: list[dict[str, Any]], backend: str, now: datetime
 ) -> None:
     """Apply the row changes of :func:`outcome_rows`."""
-    if not changes:
-        return
-    if is_postgres(session):
-        _write_pg(session, changes, backend, now)
-        return
-    ids = [c["id"] for c in changes]
-    found = session.execute(
-        select(Delivery.id, Delivery.attempts).where(one_of(Delivery.id, ids, session))
-    ).all()
-    attempts = {row.id: row.attempts for row in found}
-    rows = []
-    for ch in changes:
-        row = {k: v for k, v in ch.items() if k != "uncount"}
-        row.update(backend=backend, updated_at=now, attempts=attempts[ch["id"]] - ch["uncount"])
-        rows.append(row)
-    session.execute(update(Delivery), rows)
-
-
-def _write_pg(session: Session, changes: list[dict[str, Any]], backend: str, now: datetime) -> None:
-    outcomes: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for ch in changes:
-        outcome = (
-            ch["status"],
-            ch["provider_message_id"],
-            ch["error"],
-            ch["sent_at"],
-            ch["uncount"],
-        )
-        outcomes[outcome].append(ch["id"])
-        if len(outcomes) > _FEW_OUTCOMES:
-            break
-    if len(outcomes) <= _FEW_OUTCOMES:
-        for (status, message_id, error, sent_at, uncount), ids in outcomes.items():
-            params = {
-                "ids": int_array(ids),
-                "status": status,
-                "provider_message_id": message_id,
-                "error": error,
-                "sent_at": sent_at,
-                "backend": backend,
-                "now": now,
-                "uncount": uncount,
-            }
-            session.execute(_RECORD_ONE_OUTCOME_PG, params)
-        return
-    session.execute(
-        _RECORD_MANY_OUTCOMES_PG,
-        {
-            "ids": int_array(ch["id"] for ch in changes),
-            "status": text_array(ch["status"] for ch in changes),
-            "provider_message_id": text_array(ch["provider_message_id"] for ch in changes),
-            "error": text_array(ch["error"] for ch in changes),
-            "uncount": int_array(ch["uncount"] for ch in changes),
-            "backend": backend,
-            "now": now,
-        },
-    )
+    if changes:
+        store_for(session).record_outcomes(session, changes, backend, now)
 
 
 def attempts_of(rows: Sequence[tuple[Row[Any], Row[Any]]]) -> list[Attempt]:

@@ -25,9 +25,9 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
 from drip.engagement import count_sent
 from drip.models import Delivery, DeliveryStatus, Subscriber
+from drip.store import one_of
 
 # Event types (drip.ingest.events.EventType values) that prove the provider took the email.
 PROOF_OF_SENDING = frozenset(

@@ -20,14 +20,11 @@ open before its delivered event, or a bounce after a click, lands the same as in
 from __future__ import annotations
 
 import enum
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, text
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -35,7 +32,7 @@ from drip.engagement import First, add_counts, record_firsts
 from drip.engine.reconcile import Word, settle_from_events
 from drip.ingest.effects import apply_effects
 from drip.ingest.match import match_events
-from drip.models import TrackingEvent
+from drip.store import store_for
 from drip.tracking.machine import machine_click, machine_open
 
 if TYPE_CHECKING:
@@ -152,37 +149,6 @@ def ingest(
     return report
 
 
-_COLUMNS = (
-    "type",
-    "occurred_at",
-    "delivery_id",
-    "subscriber_id",
-    "provider",
-    "provider_event_id",
-    "machine",
-    "url",
-    "reason",
-    "ip",
-    "user_agent",
-    "raw",
-)
-_PG_TYPES = (
-    "varchar", "timestamptz", "bigint", "bigint", "varchar", "varchar", "boolean", "text",
-    "text", "varchar", "varchar", "json",
-)  # fmt: skip
-# PostgreSQL: the whole batch as one JSON parameter, unpacked by json_to_recordset. One statement
-# of fixed text whatever the batch size: nothing to compile or parse again per batch, and one
-# C-speed json.dumps instead of quoting thirteen arrays element by element.
-_INSERT_PG = text(
-    f"INSERT INTO tracking_events ({', '.join(_COLUMNS)}, received_at) "
-    f"SELECT {', '.join(_COLUMNS)}, CAST(:received_at AS timestamptz) "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS x("
-    + ", ".join(f"{c} {t}" for c, t in zip(_COLUMNS, _PG_TYPES, strict=True))
-    + ") ORDER BY provider_event_id"  # one lock order for every batch: no deadlocks
-    " ON CONFLICT (provider_event_id) DO NOTHING RETURNING provider_event_id"
-)
-
-
 def _row(e: Event) -> dict[str, Any]:
     return {
         "type": str(e.type),
@@ -232,21 +198,7 @@ def _insert_new(session: Session, events: list[Event], now: datetime) -> list[Ev
     if not events:
         return []
     rows = [_row(e) for e in sorted(events, key=lambda e: e.provider_event_id)]
-    if session.get_bind().dialect.name == "postgresql":
-        for row in rows:
-            row["occurred_at"] = row["occurred_at"].isoformat()
-        params = {"rows": json.dumps(rows, default=str), "received_at": now}
-        stored = set(session.scalars(_INSERT_PG, params))
-    else:
-        table = cast(Table, TrackingEvent.__table__)
-        stmt = (
-            sqlite.insert(table)
-            .on_conflict_do_nothing(index_elements=["provider_event_id"])
-            .returning(table.c.provider_event_id)
-        )
-        stored = set(
-            session.connection().execute(stmt, [{**r, "received_at": now} for r in rows]).scalars()
-        )
+    stored = store_for(session).insert_events(session, rows, now)
     return [e for e in events if e.provider_event_id in stored]
 
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
 from drip.models import Delivery, DeliveryStatus, Subscriber
+from drip.store import one_of
 from drip.suppress import normalize_email
 
 if TYPE_CHECKING:

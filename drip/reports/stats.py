@@ -33,7 +33,6 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from drip.content.types import Sequence
-from drip.db import one_of
 from drip.engagement import COUNTERS
 from drip.models import (
     Conversion,
@@ -46,6 +45,7 @@ from drip.models import (
 from drip.reports import sending_health
 from drip.reports.sending_health import SendingHealth
 from drip.settings import Settings
+from drip.store import one_of
 
 Revenue = dict[str, int]  # currency -> amount in minor units
 # DRIP_UNKNOWN_SETTLE_MINUTES when the caller has no settings at hand (one source of truth).

@@ -3,7 +3,6 @@ pagination by id, counts per status, signups and confirmations per day."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -23,6 +22,7 @@ from drip.models import (
     Suppression,
     Tag,
 )
+from drip.store import store_for
 
 PAGE_MAX = 200
 
@@ -182,18 +182,7 @@ _UTC = ZoneInfo("UTC")
 
 def _per_day(session: Session, column: Any, since: datetime, zone: ZoneInfo) -> dict[date, int]:
     """Rows with ``column >= since`` per calendar day in ``zone``."""
-    out: dict[date, int] = defaultdict(int)
-    if session.get_bind().dialect.name == "postgresql":
-        day = func.date(func.timezone(zone.key, column))
-        rows = session.execute(select(day, func.count()).where(column >= since).group_by(day))
-        for value, count in rows.tuples():
-            out[value] += int(count)
-        return out
-    # SQLite has no time zone database: the window's timestamps are bucketed here (the demo's
-    # database, a few thousand rows at most).
-    for moment in session.scalars(select(column).where(column >= since)):
-        out[moment.astimezone(zone).date()] += 1
-    return out
+    return store_for(session).count_per_day(session, column, since, zone)
 
 
 def daily_growth(

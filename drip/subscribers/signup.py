@@ -24,11 +24,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Result, and_, delete, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
 from drip.engine.consent import record_consent
 from drip.engine.dispatch import send_deliveries
 from drip.models import (
@@ -40,6 +38,7 @@ from drip.models import (
     SubscriberStatus,
     TrackingEvent,
 )
+from drip.store import one_of, store_for
 from drip.subscribers.store import add_tags, find_by_email
 from drip.subscribers.validation import SignupData
 from drip.suppress import is_suppressed
@@ -144,9 +143,9 @@ def queue_confirmation(
         .select_from(Delivery)
         .where(Delivery.subscriber_id == subscriber_id, Delivery.kind == DeliveryKind.CONFIRM)
     )
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = (
-        insert(Delivery)
+        store_for(session)
+        .insert_ignore(Delivery, ["subscriber_id", "message_key"])
         .values(
             subscriber_id=subscriber_id,
             message_key=f"confirm/{(count or 0) + 1}",
@@ -156,7 +155,6 @@ def queue_confirmation(
             created_at=now,
             updated_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["subscriber_id", "message_key"])
         .returning(Delivery.id)
     )
     return session.scalar(stmt)

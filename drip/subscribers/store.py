@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from drip.content.types import Sequence
@@ -20,6 +19,7 @@ from drip.models import (
     Subscriber,
     Tag,
 )
+from drip.store import store_for
 
 # Enrollments stopped for these reasons start again when the subscriber comes back.
 RESUMABLE = ("unsubscribed", "preferences")
@@ -35,9 +35,8 @@ def ensure_tags(session: Session, names: Iterable[str]) -> list[Tag]:
     wanted = list(dict.fromkeys(n for n in names if n))
     if not wanted:
         return []
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(Tag).values([{"name": n} for n in wanted])
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+    stmt = store_for(session).insert_ignore(Tag, ["name"])
+    session.execute(stmt.values([{"name": n} for n in wanted]))
     found = {t.name: t for t in session.scalars(select(Tag).where(Tag.name.in_(wanted)))}
     return [found[n] for n in wanted]
 
