@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -22,6 +22,11 @@ from drip.errors import SettingsError
 ENV_PREFIX = "DRIP_"
 # The project root: content/ and templates/ live beside the package in a checkout.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# In an installed wheel, the default course and templates (copied there by setup.py's build step).
+PACKAGED_DEFAULTS = Path(__file__).resolve().parent / "_defaults"
+# Where each folder of the defaults lives in a checkout, and in the current directory.
+_DEFAULT_FOLDERS = {"content_dir": Path("content", "lessons"), "templates_dir": Path("templates")}
+_PACKAGED_NAMES = {"content_dir": "lessons", "templates_dir": "templates"}
 
 
 class Settings(BaseSettings):
@@ -30,7 +35,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     # SQLAlchemy URL: sqlite:///path, or postgresql+psycopg://... in production.
-    database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'drip.sqlite3'}"
+    database_url: str = "sqlite:///var/drip.sqlite3"
     # The Celery broker (Redis) that carries tasks to the workers.
     broker_url: str = "redis://127.0.0.1:6379/0"
     # Redis for rate limits, shared counters and the tracking stream.
@@ -38,11 +43,11 @@ class Settings(BaseSettings):
     # How emails leave: outbox (.eml files), smtp, sendgrid or memory (tests).
     email_backend: Literal["outbox", "smtp", "sendgrid", "memory"] = "outbox"
     # Where the outbox backend writes .eml files.
-    outbox_dir: Path = PROJECT_ROOT / "var" / "outbox"
+    outbox_dir: Path = Path("var", "outbox")
     # The folder of sequences of lessons.
-    content_dir: Path = PROJECT_ROOT / "content" / "lessons"
+    content_dir: Path = _DEFAULT_FOLDERS["content_dir"]
     # Email layouts and web pages.
-    templates_dir: Path = PROJECT_ROOT / "templates"
+    templates_dir: Path = _DEFAULT_FOLDERS["templates_dir"]
 
     # Signs links (unsubscribe, confirm, tracking); at least 16 characters; set it in production.
     secret_key: SecretStr = SecretStr("dev-insecure-secret-key-change-me")
@@ -302,6 +307,31 @@ class Settings(BaseSettings):
         except NoSuchModuleError:
             raise ValueError(f"unknown database driver {url.drivername!r}") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_here(cls, data: object) -> object:
+        """Paths left unset, resolved once against the current directory: the database and
+        the outbox under ``./var``, and ``./content/lessons`` and ``./templates`` when it has
+        them (a coach's own folder), else the ones packaged with drip."""
+        if not isinstance(data, dict):
+            return data
+        here = Path.cwd()
+        resolved = dict(data)
+        resolved.setdefault("database_url", f"sqlite:///{here / 'var' / 'drip.sqlite3'}")
+        resolved.setdefault("outbox_dir", here / "var" / "outbox")
+        for name, folder in _DEFAULT_FOLDERS.items():
+            if name not in resolved:
+                local = here / folder
+                resolved[name] = local if local.is_dir() else packaged_dir(name)
+        return resolved
+
+
+def packaged_dir(name: str) -> Path:
+    """The default course or templates shipped with drip: copied into the installed wheel, or
+    at the root of the checkout drip runs from."""
+    installed = PACKAGED_DEFAULTS / _PACKAGED_NAMES[name]
+    return installed if installed.is_dir() else PROJECT_ROOT / _DEFAULT_FOLDERS[name]
 
 
 def load_settings() -> Settings:

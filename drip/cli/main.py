@@ -16,7 +16,7 @@ from drip.cli.support import settings_or_exit as _settings
 from drip.content.checks import check_library
 from drip.content.loading import load_library
 from drip.errors import ContentError
-from drip.settings import Settings
+from drip.settings import Settings, packaged_dir
 
 if TYPE_CHECKING:
     from drip.content.types import Sequence
@@ -62,6 +62,12 @@ def lessons_check(content_dir: Path | None) -> None:
     settings = _settings()
     folder = content_dir or settings.content_dir
     folder = _relative(folder)
+    packaged = folder.is_absolute() and folder == packaged_dir("content_dir")
+    shown = folder if folder.is_absolute() or folder.parts[:1] == ("..",) else f"./{folder}"
+    click.echo(
+        f"checking content in {shown}" + (" (the course packaged with drip)" if packaged else ""),
+        err=True,
+    )
     problems = check_library(folder, runners_lab_url=settings.runners_lab_url)
     for problem in problems:
         click.echo(str(problem))
