@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ from drip.content.render import RecipientData, recipient_substitutions, unsubscr
 from drip.engine import pause as engine_state
 from drip.engine.enrollments import stop_enrollments
 from drip.engine.kinds import MessageSource, source_for
-from drip.engine.outcomes import Attempt, Recorded, Verdict, attempts_of, record
+from drip.engine.outcomes import Recorded, Verdict, record
 from drip.errors import (
     AmbiguousBackendError,
     PermanentBackendError,
@@ -89,7 +89,7 @@ def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random)
 def held_retry_seconds(hold: float, rng: random.Random) -> float:
     """When to retry rows the provider's hold kept back: right after it, spread over a moment
     so that the workers don't all knock at once."""
-    return min(BACKOFF_CAP, hold + rng.uniform(0.05, 0.5))
+    return min(BACKOFF_CAP, hold + rng.uniform(0.0, 0.1))
 
 
 def db_retry_seconds(attempt: int, rng: random.Random) -> float:
@@ -102,6 +102,10 @@ def db_retry_seconds(attempt: int, rng: random.Random) -> float:
 def send_deliveries(rt: Runtime, ids: Sequence[int], now: datetime) -> SendReport:
     """Send the deliveries ``ids`` (any that are still ``queued``). Never sends a row twice."""
     report = SendReport()
+    hold = rt.throttle.remaining()
+    if hold > 0:  # the provider asked every sender to wait: claim nothing, come back after it
+        report.retry, report.held, report.retry_after = list(ids), True, hold
+        return report
     with rt.transaction() as session:
         report.paused = engine_state.paused_reason(session)
         if report.paused:
@@ -121,17 +125,16 @@ def send_deliveries(rt: Runtime, ids: Sequence[int], now: datetime) -> SendRepor
             retry = isinstance(err, DBAPIError)
             error = f"render failed: {err}"
             failures = [SendResult(row.id, False, error=error, transient=retry) for row, _ in pairs]
-            report.add(record(rt, attempts_of(pairs), failures, Verdict(), now))
+            report.add(record(rt, key, pairs, failures, Verdict(), now))
             continue
         signer = None
         if message.links or message.open_tracking:  # signed open/click URLs per recipient
             signer = signer_for(rt.secret, rt.settings.public_url)
-        attempts = attempts_of(pairs)
         recipients = [_recipient(rt, row, sub, now, message, signer) for row, sub in pairs]
         size = rt.backend.max_batch
         for start in range(0, len(recipients), size):
             batch = slice(start, start + size)
-            _send_batch(rt, message, attempts[batch], recipients[batch], report, now)
+            _send_batch(rt, message, pairs[batch], recipients[batch], report, now)
     return report
 
 
@@ -146,9 +149,7 @@ def _claim(session: Session, ids: Sequence[int], now: datetime) -> list[Row[Any]
             Delivery.message_key,
             Delivery.kind,
             Delivery.sequence,
-            Delivery.position,
             Delivery.attempts,
-            func.coalesce(Delivery.queued_at, Delivery.created_at).label("queued_at"),
         )
         .execution_options(synchronize_session=False)
     )
@@ -199,10 +200,12 @@ def _apply_exit_conditions(
     suppressed = listed_hashes(session, hashes.values())
     ready = []
     skipped: list[dict[str, object]] = []
+    sources = {str(kind): source for kind, source in rt.sources.items()}  # by the row's string
     for row in rows:
         sub = subs.get(row.subscriber_id)
         blocked = hashes.get(row.subscriber_id) in suppressed
-        reason = _exit_reason(source_for(rt.sources, row.kind), rt, sub, row.sequence, blocked)
+        source = sources.get(row.kind) or source_for(rt.sources, row.kind)
+        reason = _exit_reason(source, rt, sub, row.sequence, blocked)
         if reason is not None or sub is None:
             skipped.append({"id": row.id, "status": DeliveryStatus.SKIPPED, "error": reason})
             if row.sequence:
@@ -248,7 +251,7 @@ def _message_for(rt: Runtime, key: str, kind: str) -> Message:
 def _send_batch(
     rt: Runtime,
     message: Message,
-    attempts: list[Attempt],
+    pairs: list[tuple[Row[Any], Row[Any]]],
     recipients: list[Recipient],
     report: SendReport,
     now: datetime,
@@ -284,7 +287,7 @@ def _send_batch(
             hint = _batch_hint(results)
             if hint is not None:  # a later request of the batch was throttled
                 _note_hold(report, rt.throttle.hold(hint))
-    report.add(record(rt, attempts, results, verdict, now))
+    report.add(record(rt, message.message_key, pairs, results, verdict, now))
 
 
 def _all(

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Row, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -39,8 +39,8 @@ from drip.engagement import count_sent
 from drip.engine import pause as engine_state
 from drip.engine.enrollments import due_after_send
 from drip.esp.base import SendResult
-from drip.models import DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
-from drip.store import store_for
+from drip.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
+from drip.store import one_of, store_for
 from drip.suppress import suppress_addresses
 
 if TYPE_CHECKING:
@@ -58,15 +58,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Attempt:
-    """A claimed row as the send path knows it, with what recording needs of its subscriber."""
+    """A claimed row that failed, with what its consequences need (built for failures only:
+    the common, successful batch never pays for these objects)."""
 
     id: int
     subscriber_id: int
-    message_key: str
     kind: str
     sequence: str | None
     position: int | None
-    queued_at: datetime  # the retry window counts from here
     email: str
     time_zone: str | None
 
@@ -99,14 +98,14 @@ class Recorded:
 
 def outcome_rows(
     rt: Runtime,
-    attempts: Sequence[Attempt],
     results: Sequence[SendResult],
     verdict: Verdict,
     now: datetime,
+    queued_at: Mapping[int, datetime],
 ) -> tuple[list[dict[str, Any]], Recorded]:
-    """The row changes for ``results`` (one per attempt, same order), and their summary."""
+    """The row changes for ``results``, and their summary. ``queued_at``: when each row that
+    certainly did not go out (and was not held) was queued, for the retry window."""
     window = timedelta(hours=rt.settings.send_retry_hours)
-    by_id = {a.id: a for a in attempts}
     changes: list[dict[str, Any]] = []
     summary = Recorded()
     for res in results:
@@ -125,10 +124,10 @@ def outcome_rows(
             if res.unknown:
                 change["status"] = DeliveryStatus.UNKNOWN
                 summary.unknown += 1
-            elif verdict.held or verdict.blocked or res.retry_after is not None:
+            elif _held(res, verdict):
                 change.update(status=DeliveryStatus.QUEUED, uncount=1)
                 summary.retry.append(res.delivery_id)
-            elif res.transient and now - by_id[res.delivery_id].queued_at < window:
+            elif res.transient and now - queued_at[res.delivery_id] < window:
                 change["status"] = DeliveryStatus.QUEUED
                 summary.retry.append(res.delivery_id)
             else:
@@ -141,47 +140,97 @@ def outcome_rows(
     return changes, summary
 
 
+def _held(res: SendResult, verdict: Verdict) -> bool:
+    """Not sent because the provider asked us to wait: no attempt used, never given up."""
+    return verdict.held or verdict.blocked or res.retry_after is not None
+
+
 def record(
     rt: Runtime,
-    attempts: Sequence[Attempt],
+    message_key: str,
+    pairs: Sequence[tuple[Row[Any], Row[Any]]],
     results: Sequence[SendResult],
     verdict: Verdict,
     now: datetime,
 ) -> Recorded:
-    """Store ``results`` and their effects in one transaction, retried through a DB outage."""
-    changes, summary = outcome_rows(rt, attempts, results, verdict, now)
-    by_id = {a.id: a for a in attempts}
-    failed = [by_id[c["id"]] for c in changes if c["status"] == DeliveryStatus.FAILED]
+    """Store ``results`` of ``pairs`` (claimed row, subscriber row; one message) and their
+    effects in one transaction, retried through a database outage."""
+    failures = [r for r in results if not r.ok]
+    windowed = [r.delivery_id for r in failures if r.transient and not _held(r, verdict)]
+    attempts = _failed_attempts(pairs, {r.delivery_id for r in failures})
     invalid = {
-        by_id[r.delivery_id].email: ("invalid", (r.error or "")[:500])
-        for r in results
-        if not r.ok and r.invalid_address
+        attempts[r.delivery_id].email: ("invalid", (r.error or "")[:500])
+        for r in failures
+        if r.invalid_address
     }
-    sent_keys = [by_id[r.delivery_id].message_key for r in results if r.ok]
+    sent = len(results) - len(failures)
     counted = len(results) if verdict.blocked or verdict.blocking else 0
-    last_error = next((r.error for r in results if not r.ok), None)
+    last_error = failures[0].error if failures else None
+    summary = Recorded()
 
     def store(session: Session) -> str | None:
+        nonlocal summary
+        queued_at = _queued_at(session, windowed)
+        changes, summary = outcome_rows(rt, results, verdict, now, queued_at)
         write_changes(session, changes, rt.backend.name, now)
-        count_sent(session, sent_keys)  # the stats' "sent" counters (drip.engagement)
+        count_sent(session, [message_key] * sent)  # the stats' "sent" counters
         if invalid:
             suppress_addresses(session, invalid, now)
+        failed = [attempts[c["id"]] for c in changes if c["status"] == DeliveryStatus.FAILED]
         step_back(rt, session, [a for a in failed if a.email not in invalid], now)
-        if not summary.sent and not counted:
+        if not sent and not counted:
             return None  # throttles, retries and unknowns leave the streak as it is
         return engine_state.record_outcome(
             session,
-            succeeded=summary.sent,
+            succeeded=sent,
             failed=counted,
             last_error=last_error,
             limit=rt.settings.max_consecutive_failures,
             now=now,
         )
 
-    summary.paused = with_db_patience(rt, store, what=f"recording {len(changes)} results")
-    if summary.paused:
-        log.error("sending paused: %s", summary.paused)
+    paused = with_db_patience(rt, store, what=f"recording {len(results)} results")
+    summary.paused = paused
+    if paused:
+        log.error("sending paused: %s", paused)
     return summary
+
+
+def _failed_attempts(
+    pairs: Sequence[tuple[Row[Any], Row[Any]]], ids: set[int]
+) -> dict[int, Attempt]:
+    found: dict[int, Attempt] = {}
+    if not ids:
+        return found
+    for row, sub in pairs:
+        if row.id in ids:
+            found[row.id] = Attempt(
+                id=row.id,
+                subscriber_id=row.subscriber_id,
+                kind=row.kind,
+                sequence=row.sequence,
+                position=_position(row.message_key) if row.sequence else None,
+                email=sub.email,
+                time_zone=sub.time_zone,
+            )
+    return found
+
+
+def _position(message_key: str) -> int | None:
+    """The lesson number of a lesson's message key, ``<sequence>/<position>``."""
+    tail = message_key.rpartition("/")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def _queued_at(session: Session, ids: Sequence[int]) -> dict[int, datetime]:
+    """When each of ``ids`` was last queued (its retry window's start)."""
+    if not ids:
+        return {}
+    started = func.coalesce(Delivery.queued_at, Delivery.created_at)
+    rows = session.execute(
+        select(Delivery.id, started).where(one_of(Delivery.id, list(ids), session))
+    ).all()
+    return {delivery_id: when for delivery_id, when in rows}
 
 
 def with_db_patience(
@@ -226,9 +275,8 @@ def step_back(rt: Runtime, session: Session, failed: Sequence[Attempt], now: dat
     The enrollment had moved past the lesson when it was claimed. It goes back to just before
     it, due on the next allowed local day, so the subscriber gets every lesson in order and
     never loses one to an outage of ours. The claim then queues the same delivery row again
-    (:func:`drip.engine.claim.claim_due` re-queues ``failed`` and ``skipped`` rows). Enrollments
-    that
-    are stopped (unsubscribed, converted) stay stopped.
+    (:func:`drip.engine.claim.claim_due` re-queues ``failed`` and ``skipped`` rows).
+    Enrollments that are stopped (unsubscribed, converted) stay stopped.
     """
     lessons = [a for a in failed if a.kind == DeliveryKind.LESSON and a.sequence and a.position]
     if not lessons:
@@ -266,21 +314,3 @@ def write_changes(
     """Apply the row changes of :func:`outcome_rows`."""
     if changes:
         store_for(session).record_outcomes(session, changes, backend, now)
-
-
-def attempts_of(rows: Sequence[tuple[Row[Any], Row[Any]]]) -> list[Attempt]:
-    """The :class:`Attempt` of each (claimed row, subscriber row) pair of the send path."""
-    return [
-        Attempt(
-            id=row.id,
-            subscriber_id=row.subscriber_id,
-            message_key=row.message_key,
-            kind=row.kind,
-            sequence=row.sequence,
-            position=row.position,
-            queued_at=row.queued_at,
-            email=sub.email,
-            time_zone=sub.time_zone,
-        )
-        for row, sub in rows
-    ]
