@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
@@ -59,14 +60,17 @@ def load_subscribers(engine: Engine, count: int, *, due: bool = True) -> None:
 
 
 class Sink:
-    """The SendGrid-compatible sink in its own process (so it doesn't share our GIL)."""
+    """The SendGrid-compatible sink in its own process (so it doesn't share our GIL).
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "fakes" / "sendgrid_sink.py"), "--no-validate"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    ``command``: another way to start it (a sink with extra endpoints, a rate limit); it must
+    print its base URL as the first line of stdout. Default: the plain sink, ``--no-validate``.
+    """
+
+    def __init__(self, command: Sequence[str] | None = None) -> None:
+        if command is None:
+            sink = REPO / "tests" / "fakes" / "sendgrid_sink.py"
+            command = [sys.executable, str(sink), "--no-validate"]
+        self.proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
 
