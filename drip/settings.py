@@ -7,6 +7,8 @@ Embedded defaults run the engine with no server: a SQLite file and the file outb
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,6 +29,8 @@ PACKAGED_DEFAULTS = Path(__file__).resolve().parent / "_defaults"
 # Where each folder of the defaults lives in a checkout, and in the current directory.
 _DEFAULT_FOLDERS = {"content_dir": Path("content", "lessons"), "templates_dir": Path("templates")}
 _PACKAGED_NAMES = {"content_dir": "lessons", "templates_dir": "templates"}
+# One or more DNS labels: what may stand before "._domainkey." in a DKIM record's name.
+_DNS_LABELS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9][A-Za-z0-9_-]{0,62})*")
 
 
 class Settings(BaseSettings):
@@ -206,6 +210,13 @@ class Settings(BaseSettings):
     # The zone the dashboard shows times and counts days in (default: default_timezone).
     admin_timezone: str | None = None
 
+    # `drip doctor`: how it looks up the From domain's SPF, DKIM and DMARC records.
+
+    # The DNS server asked: an IP address, optionally with :port; unset = the system's resolver.
+    dns_nameserver: str | None = None
+    # The DKIM selectors SendGrid signs with, comma-separated: s1,s2 unless a custom one is set.
+    dkim_selectors: Annotated[tuple[str, ...], NoDecode] = ("s1", "s2")
+
     @field_validator("sendgrid_webhook_public_key")
     @classmethod
     def _ec_public_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -283,6 +294,27 @@ class Settings(BaseSettings):
         """Where the dashboard's times and days are: the admin zone, else the default zone."""
         return ZoneInfo(self.admin_timezone or self.default_timezone)
 
+    @field_validator("dns_nameserver")
+    @classmethod
+    def _nameserver(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_nameserver(value)  # raises ValueError with the reason
+        return value.strip()
+
+    @field_validator("dkim_selectors", mode="before")
+    @classmethod
+    def _selectors(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, tuple | list):
+            if not value:
+                raise ValueError("name at least one DKIM selector")
+            for selector in value:
+                if not isinstance(selector, str) or not _DNS_LABELS.fullmatch(selector):
+                    raise ValueError(f"not a DKIM selector: {selector!r}")
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
@@ -332,6 +364,28 @@ def packaged_dir(name: str) -> Path:
     at the root of the checkout drip runs from."""
     installed = PACKAGED_DEFAULTS / _PACKAGED_NAMES[name]
     return installed if installed.is_dir() else PROJECT_ROOT / _DEFAULT_FOLDERS[name]
+
+
+def parse_nameserver(value: str) -> tuple[str, int]:
+    """``DRIP_DNS_NAMESERVER`` as ``(address, port)``: an IP address, optionally with ``:port``
+    (IPv6 with a port as ``[::1]:5353``); port 53 when none is given. Raises ValueError."""
+    text = value.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError("write an IPv6 address with a port as [address]:port")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("must be an IP address, optionally with :port") from None
+    port = int(port_text) if port_text.isdigit() else (53 if not port_text else 0)
+    if not 1 <= port <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return host, port
 
 
 def load_settings() -> Settings:

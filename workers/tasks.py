@@ -15,6 +15,7 @@ from drip.engine.dispatch import (
     held_retry_seconds,
     send_deliveries,
 )
+from drip.reports.doctor.beat import record_beat_tick
 from drip.runtime import Runtime
 from drip.settings import get_settings
 from drip.subscribers import purge_pending
@@ -37,6 +38,7 @@ def runtime() -> Runtime:
 def tick_task() -> dict[str, Any]:
     rt = runtime()
     report = tick(rt, rt.clock(), enqueue=lambda ids: send_task.delay(ids))
+    record_beat_tick(rt.settings.redis_url, rt.clock())  # what `drip doctor` reads
     if report.unknown:
         log.warning("deliveries left unknown by a worker crash: %s", report.unknown)
     if report.paused:

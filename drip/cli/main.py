@@ -204,6 +204,7 @@ def _relative(path: Path) -> Path:
 from drip.cli.admin import admin  # noqa: E402
 from drip.cli.broadcast import broadcast  # noqa: E402
 from drip.cli.deliveries import deliveries, sending  # noqa: E402
+from drip.cli.doctor import doctor  # noqa: E402
 from drip.cli.env_example import settings_group  # noqa: E402
 from drip.cli.stats import stats, tracking  # noqa: E402
 from drip.cli.subscribers import serve, subscribers  # noqa: E402 - registered last, on purpose
@@ -216,6 +217,7 @@ main.add_command(broadcast)
 main.add_command(admin)
 main.add_command(sending)
 main.add_command(deliveries)
+main.add_command(doctor)
 main.add_command(settings_group)
 
 if __name__ == "__main__":
