@@ -26,6 +26,7 @@ from drip.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from drip.web.app import create_app
 from tests.conftest import make_settings
 from tests.helpers import add_subscriber, run_tick
+from tests.web_support import worker_inline
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sendgrid_events"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -63,7 +64,11 @@ def tracking_settings(tmp_path: Path, key: ec.EllipticCurvePrivateKey, **extra: 
 
 
 def client_for(rt: Runtime) -> TestClient:
-    return TestClient(create_app(rt), follow_redirects=False, headers={"User-Agent": HUMAN_UA})
+    return TestClient(
+        create_app(rt, enqueue=worker_inline(rt)),
+        follow_redirects=False,
+        headers={"User-Agent": HUMAN_UA},
+    )
 
 
 def sent_delivery(rt: Runtime, email: str, *, message_id: str | None = None) -> tuple[int, int]:

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from drip.engine.consent import record_consent, unsubscribe
 from drip.engine.enrollments import stop_enrollments
+from drip.engine.handover import Enqueue
 from drip.models import Subscriber, SubscriberStatus
-from drip.subscribers.signup import queue_confirmation, send_now
+from drip.subscribers.signup import hand_confirmation, queue_confirmation
 from drip.subscribers.store import resume_enrollments
 from drip.suppress import is_suppressed
 from drip.tokens import UNSUBSCRIBE_PURPOSE, BadToken, read_subscriber_token
@@ -91,9 +92,9 @@ def resubscribe(
     return ResubscribeOutcome(Resubscribe.ACTIVE)
 
 
-def after_resubscribe(rt: Runtime, outcome: ResubscribeOutcome) -> None:
-    """Send the confirmation a never-confirmed resubscriber needs (after the commit)."""
-    send_now(rt, outcome.delivery_id)
+def after_resubscribe(outcome: ResubscribeOutcome, enqueue: Enqueue) -> None:
+    """Hand over the confirmation a never-confirmed resubscriber needs (after the commit)."""
+    hand_confirmation(enqueue, outcome.delivery_id)
 
 
 def update_preferences(

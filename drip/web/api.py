@@ -14,7 +14,7 @@ from drip.errors import InvalidInput
 from drip.subscribers.signup import signup_and_confirm
 from drip.subscribers.validation import clean_ip, clean_signup
 from drip.web.auth import verify_webhook
-from drip.web.deps import RuntimeDep
+from drip.web.deps import RuntimeDep, enqueue
 from drip.web.errors import ApiError
 from drip.web.forms import client_ip, content_type
 
@@ -129,5 +129,5 @@ async def create_subscriber(request: Request, rt: RuntimeDep) -> JSONResponse:
         )
     except InvalidInput as err:
         raise ApiError(422, err.field, err.message) from None
-    await run_in_threadpool(signup_and_confirm, rt, data, "api")
+    await run_in_threadpool(signup_and_confirm, rt, data, "api", enqueue(request))
     return JSONResponse(ACCEPTED, status_code=202)

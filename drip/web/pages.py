@@ -24,7 +24,7 @@ from drip.subscribers.preferences import (
 )
 from drip.subscribers.signup import resend_confirmation, signup_and_confirm
 from drip.subscribers.validation import clean_signup, normalize_address
-from drip.web.deps import RuntimeDep
+from drip.web.deps import RuntimeDep, enqueue
 from drip.web.forms import NotAForm, client_ip, not_a_form, rate_limited, read_form, user_agent
 from drip.web.templating import page
 
@@ -81,7 +81,7 @@ async def subscribe(request: Request, rt: RuntimeDep) -> Response:
     except InvalidInput as err:
         values = {k: v for k, v in fields.items() if k != HONEYPOT}
         return page(request, "signup.html", {"error": err, "values": values}, status=400)
-    await run_in_threadpool(signup_and_confirm, rt, data, "form")
+    await run_in_threadpool(signup_and_confirm, rt, data, "form", enqueue(request))
     return RedirectResponse(thanks, status_code=303)
 
 
@@ -113,7 +113,7 @@ async def confirm_resend(request: Request, rt: RuntimeDep) -> Response:
     except InvalidInput as err:
         context = {"reason": "resend", "error": err, "email": fields.get("email", "")}
         return page(request, "confirm_failed.html", context, status=400)
-    await run_in_threadpool(resend_confirmation, rt, email)
+    await run_in_threadpool(resend_confirmation, rt, email, enqueue(request))
     return page(request, "resend_sent.html")
 
 
@@ -193,7 +193,7 @@ def resubscribe_now(request: Request, rt: RuntimeDep, token: str) -> Response:
         outcome = resubscribe(
             rt, session, sub, ip=client_ip(request), user_agent=user_agent(request)
         )
-    after_resubscribe(rt, outcome)
+    after_resubscribe(outcome, enqueue(request))
     if outcome.state == Resubscribe.REFUSED:
         return page(request, "unsubscribed.html", {"token": token, "erased": True})
     return page(request, "resubscribed.html", {"token": token, "state": outcome.state})

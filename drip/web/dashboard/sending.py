@@ -24,8 +24,7 @@ from drip.models import DeliveryStatus
 from drip.reports import sending_health
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute
-from drip.web.deps import RuntimeDep
-from workers.producer import celery_enqueue
+from drip.web.deps import RuntimeDep, enqueue
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
@@ -45,8 +44,7 @@ QUEUE_DOWN = (
 
 
 def _enqueue(request: Request) -> handover.Enqueue:
-    found: handover.Enqueue | None = getattr(request.app.state, "enqueue", None)
-    return found if found is not None else celery_enqueue
+    return enqueue(request)
 
 
 def notice(done: str, n: int, queue_down: bool) -> str | None:
