@@ -1,4 +1,5 @@
 # The two commands of the README's quick start: `make demo` and `make test`.
+# `make test` runs the linters (ruff, mypy, import-linter's layers contract) and then the suite.
 # Each sets itself up on a fresh machine: a .venv, the package with its dev extra, then the run.
 
 PYTHON ?= python3
@@ -28,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -3,7 +3,8 @@
     .venv/bin/python bench/broadcast.py --subscribers 1000000 [--rate 2000]
 
 Path measured end to end: beat's broadcast tick (snapshot, count) -> page tasks on real Celery
-worker processes (segment page by id, delivery rows, checkpoint) -> send tasks (drip.dispatch:
+worker processes (segment page by id, delivery rows, checkpoint) -> send tasks
+(drip.engine.dispatch:
 exit checks, render once, personalize) -> the official sendgrid library -> the local
 SendGrid-compatible sink over HTTP (its own process, no validation) -> rows committed as sent.
 

@@ -34,10 +34,10 @@ from bench.common import (
     peak_rss_mb,
     process_tree,
 )
-from drip.claim import tick
+from drip.content.render import RecipientData, recipient_substitutions, unsubscribe_headers
+from drip.engine.claim import tick
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus, Subscriber
-from drip.render import RecipientData, recipient_substitutions, unsubscribe_headers
 from drip.runtime import Runtime
 from drip.settings import Settings
 from tests.worker_harness import WorkerProcess, client, worker_env

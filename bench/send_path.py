@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Sink, cpu_seconds_by_group, fresh_database, load_subscribers
-from drip.claim import tick
-from drip.dispatch import send_deliveries
+from drip.engine.claim import tick
+from drip.engine.dispatch import send_deliveries
 from drip.runtime import Runtime
 from drip.settings import Settings
 

@@ -36,7 +36,7 @@ from sqlalchemy import func, select, text
 from bench.common import REPO, cpu_line, cpu_seconds_by_group, fresh_database, process_tree
 from bench.tracking_endpoints import free_port, wait_healthy
 from drip.models import MessageStats, TrackingEvent
-from drip.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from drip.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 BATCH = 1000
 # A mix like a real account's (per 100 events): processed and delivered for every email, opens

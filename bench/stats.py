@@ -27,9 +27,9 @@ from sqlalchemy import Connection, Engine, text
 
 from bench.common import REPO, fresh_database
 from drip import engagement
+from drip.reports.stats import collect
 from drip.runtime import Runtime
 from drip.settings import Settings
-from drip.stats import collect
 
 DELIVERIES = """
 insert into deliveries (subscriber_id, message_key, kind, sequence, position, status, attempts,

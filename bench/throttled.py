@@ -55,7 +55,7 @@ from bench.common import (
     load_subscribers,
     process_tree,
 )
-from drip.claim import tick
+from drip.engine.claim import tick
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus
 from drip.runtime import Runtime

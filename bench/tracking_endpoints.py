@@ -31,10 +31,10 @@ import redis
 from sqlalchemy import func, select, text
 
 from bench.common import REPO, fresh_database
+from drip.ingest.stream import drain
 from drip.models import TrackingEvent
 from drip.runtime import Runtime
 from drip.settings import Settings
-from drip.tracking.stream import drain
 from drip.tracking.tokens import TrackingSigner
 
 SECRET = "bench-secret-key-0123456789"
@@ -114,7 +114,7 @@ def measure_signing(samples: int = 20_000) -> float:
                       links=tuple(LINKS), open_tracking=True)  # fmt: skip
     started = time.perf_counter()
     for i in range(samples):
-        tracking_substitutions(signer, message, i)  # what drip.dispatch adds per recipient
+        tracking_substitutions(signer, message, i)  # what drip.engine.dispatch adds per recipient
     return (time.perf_counter() - started) / samples * 1e6
 
 

@@ -1,31 +1,20 @@
 """Engine and session factory.
 
-Sessions are opened at the edge (command, task, request) and passed in.
+Sessions are opened at the edge (command, task, request) and passed in. The SQL that differs
+between PostgreSQL and SQLite is not here but in :mod:`drip.store`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    Engine,
-    Integer,
-    any_,
-    bindparam,
-    create_engine,
-    event,
-)
-from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.types import NullType
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -57,15 +46,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def is_postgres(engine_or_session: Engine | Session) -> bool:
-    bind = (
-        engine_or_session.get_bind()
-        if isinstance(engine_or_session, Session)
-        else engine_or_session
-    )
-    return bind.dialect.name == "postgresql"
-
-
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     """One shared engine (and pool) per URL per process."""
@@ -83,33 +63,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def one_of(column: Any, values: Sequence[Any], session: Session) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, a single bound parameter.
-
-    An IN list of a thousand ids renders a thousand placeholders that the driver must parse on
-    every call; one array parameter costs nothing to compile and is cached. Integer and string
-    arrays travel as one text literal (:func:`int_array`, :func:`text_array`): the driver's list
-    adapter costs about 2 µs per element in Python, ``",".join(map(str, ids))`` a twentieth.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        element_type = column.type
-        if isinstance(element_type, Integer | BigInteger):
-            # Untyped, so the server reads the literal as the array itself: a constant the
-            # planner can count and hash. Sent as varchar and cast in SQL, it was an expression
-            # evaluated per row, and a plan from stale statistics that filtered 30,000 rows
-            # through it compared each row with every element (a second per 1,000 ids).
-            literal = bindparam(None, int_array(values), type_=NullType())
-            return cast(ColumnElement[bool], column == any_(sql_cast(literal, ARRAY(BigInteger))))
-        return cast(
-            ColumnElement[bool],
-            column == any_(bindparam(None, list(values), type_=ARRAY(element_type))),
-        )
-    return cast(ColumnElement[bool], column.in_(list(values)))
-
-
-# PostgreSQL array literals, for ``CAST(:param AS bigint[])`` and the like. Only for values whose
-# text form needs no quoting (integers, ISO timestamps without spaces); strings go through
-# text_array, which quotes every element.
+# PostgreSQL array literals, for ``CAST(:param AS bigint[])`` and the like (the statements that
+# use them are drip.store.postgres's). Only for values whose text form needs no quoting
+# (integers, ISO timestamps without spaces); strings go through text_array, which quotes every
+# element.
 
 
 def int_array(values: Iterable[int]) -> str:

@@ -2,7 +2,8 @@
 
 A fresh database, a few subscribers in different time zones, and a :class:`~drip.clock.FrozenClock`
 that jumps from one due time to the next the way beat's minute ticks would reach it. Each tick runs
-:func:`drip.claim.tick` and the sends run :func:`drip.dispatch.send_deliveries`, the same code the
+:func:`drip.engine.claim.tick` and the sends run :func:`drip.engine.dispatch.send_deliveries`, the
+same code the
 Celery workers run, in-process instead of through Redis.
 """
 
@@ -16,12 +17,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from drip.claim import tick
 from drip.clock import FrozenClock
-from drip.content import load_library
+from drip.content.loading import load_library
 from drip.db import make_engine
-from drip.dispatch import send_deliveries
-from drip.enrollments import enroll
+from drip.engine.claim import tick
+from drip.engine.dispatch import send_deliveries
+from drip.engine.enrollments import enroll
 from drip.esp.outbox import OutboxBackend, write_index
 from drip.migrate import upgrade
 from drip.models import Consent, Delivery, Enrollment, Subscriber, SubscriberStatus

@@ -16,24 +16,16 @@ Two small tables (see :class:`~drip.models.DeliveryEngagement` and
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
-from drip.models import (
-    Delivery,
-    DeliveryEngagement,
-    DeliveryStatus,
-    MessageStats,
-    TrackingEvent,
-)
+from drip.models import Delivery, DeliveryStatus, TrackingEvent
+from drip.store import one_of, store_for
 
 # Engagement column -> the message_stats counter it feeds.
 METRICS = {
@@ -45,7 +37,6 @@ METRICS = {
     "unsubscribed_at": "unsubscribed",
 }
 COUNTERS = ("sent", *METRICS.values())
-_CHUNK = 1000  # rows per statement: far below either database's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -59,15 +50,6 @@ class First:
     at: datetime
 
 
-_ADD_COUNTS_PG = text(
-    f"INSERT INTO message_stats (message_key, {', '.join(COUNTERS)}) "
-    f"SELECT message_key, {', '.join(COUNTERS)} FROM json_to_recordset(CAST(:rows AS json)) "
-    f"AS v(message_key varchar, {', '.join(f'{c} bigint' for c in COUNTERS)}) "
-    "ORDER BY message_key ON CONFLICT (message_key) DO UPDATE SET "
-    + ", ".join(f"{c} = message_stats.{c} + excluded.{c}" for c in COUNTERS)
-)
-
-
 def add_counts(session: Session, deltas: Mapping[str, Mapping[str, int]]) -> None:
     """Add ``deltas[message_key][counter]`` to the counters (rows created as needed)."""
     rows = []
@@ -75,18 +57,8 @@ def add_counts(session: Session, deltas: Mapping[str, Mapping[str, int]]) -> Non
         counts = deltas[key]
         if any(counts.values()):
             rows.append({"message_key": key, **{c: int(counts.get(c, 0)) for c in COUNTERS}})
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_ADD_COUNTS_PG, {"rows": json.dumps(rows)})
-        return
-    stmt = sqlite.insert(MessageStats)
-    table = MessageStats.__table__
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["message_key"],
-        set_={c: table.c[c] + stmt.excluded[c] for c in COUNTERS},
-    )
-    session.execute(stmt.values(rows))
+    if rows:
+        store_for(session).add_counts(session, rows)
 
 
 def count_sent(session: Session, message_keys: Iterable[str]) -> None:
@@ -94,89 +66,6 @@ def count_sent(session: Session, message_keys: Iterable[str]) -> None:
     counts = Counter(message_keys)
     if counts:
         add_counts(session, {key: {"sent": n} for key, n in counts.items()})
-
-
-# PostgreSQL, two statements whatever the batch. Step 1 inserts the deliveries not seen before,
-# with all their firsts, in delivery order; the rows it returns are new, so each of their firsts
-# counts. Step 2 locks the other rows in delivery order, reads their current firsts and fills
-# the NULL ones, returning which changed. Two batches never hold rows the other wants out of
-# order, so they queue instead of deadlocking.
-_COLUMNS = tuple(METRICS)
-# The batch travels as one JSON parameter (json_to_recordset): one C-speed json.dumps instead of
-# psycopg quoting each element of eight arrays, and one fixed statement text.
-_FIRSTS = ", ".join(f"{c} timestamptz" for c in _COLUMNS)
-_INSERT_NEW_PG = text(
-    "INSERT INTO delivery_engagement (delivery_id, message_key, subscriber_id, "
-    + ", ".join(_COLUMNS)
-    + ") SELECT d, k, s, "
-    + ", ".join(_COLUMNS)
-    + f" FROM json_to_recordset(CAST(:rows AS json)) AS v(d bigint, k varchar, s bigint, {_FIRSTS})"
-    " ORDER BY d ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id"
-)
-_FILL_PG = text(
-    f"WITH v AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS v(d bigint, {_FIRSTS})), "
-    "old AS MATERIALIZED (SELECT delivery_id, "
-    + ", ".join(_COLUMNS)
-    + " FROM delivery_engagement WHERE delivery_id = ANY(CAST(:d AS bigint[])) "
-    "ORDER BY delivery_id FOR UPDATE) "
-    "UPDATE delivery_engagement AS e SET "
-    + ", ".join(f"{c} = COALESCE(old.{c}, v.{c})" for c in _COLUMNS)
-    + " FROM old JOIN v ON v.d = old.delivery_id WHERE e.delivery_id = old.delivery_id AND ("
-    + " OR ".join(f"(old.{c} IS NULL AND v.{c} IS NOT NULL)" for c in _COLUMNS)
-    + ") RETURNING e.message_key, "
-    + ", ".join(f"old.{c} IS NULL AND v.{c} IS NOT NULL" for c in _COLUMNS)
-)
-
-
-def _record_pg(session: Session, by_column: dict[str, dict[int, First]]) -> list[tuple[str, str]]:
-    rows: dict[int, First] = {}
-    for firsts in by_column.values():
-        rows.update(firsts)
-    ids = sorted(rows)
-    entries: dict[int, dict[str, object]] = {}
-    for d in ids:
-        entry: dict[str, object] = {"d": d, "k": rows[d].message_key, "s": rows[d].subscriber_id}
-        for column in _COLUMNS:
-            first = by_column.get(column, {}).get(d)
-            entry[column] = first.at.isoformat() if first is not None else None
-        entries[d] = entry
-    inserted = set(session.scalars(_INSERT_NEW_PG, {"rows": json.dumps(list(entries.values()))}))
-    changed = [
-        (c, rows[d].message_key)
-        for d in sorted(inserted)
-        for c in _COLUMNS
-        if d in by_column.get(c, {})
-    ]
-    existing = [d for d in ids if d not in inserted]
-    if existing:
-        fill = {"rows": json.dumps([entries[d] for d in existing]), "d": existing}
-        for key, *flags in session.execute(_FILL_PG, fill).all():
-            changed += [(c, key) for c, flag in zip(_COLUMNS, flags, strict=True) if flag]
-    return changed
-
-
-def _record_sqlite(session: Session, column: str, items: list[First]) -> list[str]:
-    """Set ``column`` where still NULL (SQLite: one writer at a time, no lock order needed)."""
-    table = DeliveryEngagement.__table__
-    keys: list[str] = []
-    for start in range(0, len(items), _CHUNK):
-        rows = [
-            {
-                "delivery_id": f.delivery_id,
-                "message_key": f.message_key,
-                "subscriber_id": f.subscriber_id,
-                column: f.at,
-            }
-            for f in items[start : start + _CHUNK]
-        ]
-        insert = sqlite.insert(DeliveryEngagement).values(rows)
-        upsert = insert.on_conflict_do_update(
-            index_elements=["delivery_id"],
-            set_={column: insert.excluded[column]},
-            where=table.c[column].is_(None),
-        ).returning(table.c.message_key)
-        keys.extend(session.scalars(upsert))
-    return keys
 
 
 def record_firsts(session: Session, firsts: Iterable[First]) -> dict[str, Counter[str]]:
@@ -193,14 +82,7 @@ def record_firsts(session: Session, firsts: Iterable[First]) -> dict[str, Counte
     deltas: dict[str, Counter[str]] = defaultdict(Counter)
     if not by_column:
         return deltas
-    if session.get_bind().dialect.name == "postgresql":
-        changed = _record_pg(session, by_column)
-    else:
-        changed = []
-        for column in sorted(by_column):
-            items = [by_column[column][d] for d in sorted(by_column[column])]
-            changed += [(column, key) for key in _record_sqlite(session, column, items)]
-    for column, key in changed:
+    for column, key in store_for(session).record_firsts(session, by_column):
         deltas[key][METRICS[column]] += 1
     return deltas
 
@@ -256,9 +138,8 @@ def credit_unsubscribes(
     ).all()
     if not last:
         return {}
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(TrackingEvent).on_conflict_do_nothing(index_elements=["provider_event_id"]),
+        store_for(session).insert_ignore(TrackingEvent, ["provider_event_id"]),
         [
             {
                 "type": "unsubscribed",

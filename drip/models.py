@@ -94,6 +94,14 @@ class EnrollmentStatus(enum.StrEnum):
     STOPPED = "stopped"  # an exit condition: stop_reason says which
 
 
+class DeliveryKind(enum.StrEnum):
+    """What a delivery row sends; each kind has one message source (drip.engine.kinds)."""
+
+    LESSON = "lesson"  # a lesson of a sequence, message key "<sequence>/<position>"
+    BROADCAST = "broadcast"  # a newsletter, message key "broadcast/<id>"
+    CONFIRM = "confirm"  # the double opt-in email, message key "confirm"
+
+
 class DeliveryStatus(enum.StrEnum):
     QUEUED = "queued"  # row written, not yet handed to the backend
     SENDING = "sending"  # claimed by a worker, backend call may be in flight
@@ -219,7 +227,7 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     message_key: Mapped[str] = mapped_column(String(128))  # "glute-accelerator/3", "broadcast/7"
-    kind: Mapped[str] = mapped_column(String(16))  # lesson, broadcast, confirm, test
+    kind: Mapped[str] = mapped_column(String(16))  # a DeliveryKind
     sequence: Mapped[str | None] = mapped_column(String(64))
     position: Mapped[int | None] = mapped_column(Integer)
     broadcast_id: Mapped[int | None] = mapped_column(
@@ -234,7 +242,7 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None]
     # When the row was last queued again after a failure (NULL: ``created_at``); the retry
-    # window of drip.outcomes counts from here.
+    # window of drip.engine.outcomes counts from here.
     queued_at: Mapped[datetime | None]
 
     __table_args__ = (
@@ -278,7 +286,7 @@ class TrackingEvent(Base):
     __tablename__ = "tracking_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    type: Mapped[str] = mapped_column(String(24))  # see drip.events.EventType
+    type: Mapped[str] = mapped_column(String(24))  # see drip.ingest.events.EventType
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Not foreign keys: checking them was a third of the cost of storing an event, and this
@@ -411,7 +419,7 @@ class EngineState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-# --------------------------------------------------------------------------- tracking (issue 5)
+# --------------------------------------------------------------------------- tracking
 # Rollups kept up to date by the event ingest (drip.engagement), so that the stats read a few
 # small tables instead of scanning millions of events: see docs/decisions.md.
 
@@ -464,7 +472,7 @@ class MessageStats(Base):
     unsubscribed: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-# --------------------------------------------------------------------------- dashboard (issue 7)
+# --------------------------------------------------------------------------- dashboard
 
 
 class AdminUser(Base):

@@ -1,7 +1,9 @@
-"""Everything a running engine needs, built once per process from the settings.
+"""Everything a running engine needs, built once per process from the settings: the wiring.
 
 A command, a worker or the web app builds one :class:`Runtime` at start-up. Building it loads and
-checks every sequence, so the engine refuses to start on a broken lesson file.
+checks every sequence, so the engine refuses to start on a broken lesson file. This is the one
+module that knows every part (the layer between the front ends and the features, see
+docs/architecture.md): the engine and the features only name :class:`Runtime` in annotations.
 """
 
 from __future__ import annotations
@@ -13,18 +15,27 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from drip.broadcasts.message import BroadcastSource
 from drip.clock import Clock, system_clock
-from drip.content import Sequence, load_library
+from drip.content.loading import load_library
+from drip.content.render import Renderer
+from drip.content.types import Sequence
 from drip.db import engine_for, session_factory
+from drip.engine.kinds import Sources
+from drip.engine.lessons import LessonSource
+from drip.engine.throttle import Throttle, throttle_for
 from drip.errors import SettingsError
 from drip.esp import make_backend
 from drip.esp.base import EmailBackend
-from drip.render import Renderer
 from drip.settings import Settings
-from drip.throttle import Throttle, throttle_for
-from drip.tokens import subscriber_token
+from drip.subscribers.confirm import ConfirmationSource
+from drip.tokens import UNSUBSCRIBE_PURPOSE, subscriber_token
 
-UNSUBSCRIBE_PURPOSE = "unsubscribe"
+
+def default_sources() -> Sources:
+    """One message source per kind of email (drip.engine.kinds)."""
+    sources = (LessonSource(), BroadcastSource(), ConfirmationSource())
+    return {source.kind: source for source in sources}
 
 
 @dataclass
@@ -35,8 +46,11 @@ class Runtime:
     renderer: Renderer
     backend: EmailBackend
     clock: Clock = system_clock
-    # The provider's hold shared by every worker (drip.throttle); None: built from the settings.
+    # The provider's hold shared by every worker (drip.engine.throttle); None: built from the
+    # settings.
     throttle: Throttle = None  # type: ignore[assignment]
+    # Where each kind of email's message comes from (drip.engine.kinds).
+    sources: Sources = field(default_factory=default_sources)
     sessions: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:

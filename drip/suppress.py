@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
 from drip.macs import prekeyed
 from drip.models import EngineState, Suppression, utcnow
+from drip.store import one_of, store_for
 
 SALT_KEY = "suppression_salt"
 _salt_cache: dict[object, bytes] = {}  # per engine: one salt per database
@@ -43,11 +43,10 @@ def salt(session: Session) -> bytes:
         return _salt_cache[engine]
     # Two workers may both find no salt: ON CONFLICT lets the first writer win and the other
     # read the winner's value, instead of failing its whole transaction.
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(EngineState)
+        store_for(session)
+        .insert_ignore(EngineState, ["key"])
         .values(key=SALT_KEY, value={"salt": secrets.token_hex(32)}, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["key"])
     )
     created = session.scalar(select(EngineState.value).where(EngineState.key == SALT_KEY))
     assert created is not None
@@ -90,5 +89,55 @@ def suppress(session: Session, email: str, reason: str, detail: str | None = Non
     if session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is not None:
         return False
     session.add(Suppression(email_hash=digest, reason=reason, detail=detail))
+    session.flush()
+    return True
+
+
+def suppress_addresses(session: Session, entries: dict[str, tuple[str, str]], now: datetime) -> int:
+    """Add ``{email: (reason, detail)}`` to the suppression list; returns how many were new."""
+    if not entries:
+        return 0
+    key = salt(session)
+    rows = sorted(
+        (
+            {"email_hash": hash_with(key, email), "reason": reason, "detail": detail}
+            for email, (reason, detail) in entries.items()
+        ),
+        key=lambda row: row["email_hash"],  # one lock order for concurrent batches
+    )
+    return store_for(session).suppress_hashes(session, rows, now)
+
+
+# Export and import (drip.subscribers.csv_export, drip.subscribers.importer): a suppression
+# travels with the address to another list, with its reason and date.
+
+
+def suppressions_of(session: Session, emails: Iterable[str]) -> dict[str, Suppression]:
+    """The suppression row of each of ``emails`` on the list, by address (one query).
+
+    Reads only: before anything was ever suppressed there is no salt, and none is created.
+    """
+    emails = list(emails)
+    if not emails or session.scalar(select(Suppression.id).limit(1)) is None:
+        return {}
+    key = salt(session)  # stored already: every suppression was hashed with it
+    by_hash = {hash_with(key, email): email for email in emails}
+    rows = session.scalars(
+        select(Suppression).where(one_of(Suppression.email_hash, list(by_hash), session))
+    )
+    return {by_hash[row.email_hash]: row for row in rows}
+
+
+def suppress_since(
+    session: Session, email: str, reason: str, since: datetime | None, detail: str | None = None
+) -> bool:
+    """:func:`suppress`, dated ``since`` when the file says when (else now); False if the
+    address was on the list already (its first reason and date are kept)."""
+    digest = email_hash(session, email)
+    if session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is not None:
+        return False
+    session.add(
+        Suppression(email_hash=digest, reason=reason, detail=detail, created_at=since or utcnow())
+    )
     session.flush()
     return True

@@ -17,6 +17,8 @@ from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner
 from drip.errors import DripError
 from drip.macs import PrekeyedHmac
 
+UNSUBSCRIBE_PURPOSE = "unsubscribe"  # the purpose of every unsubscribe link's token
+
 
 class BadToken(DripError, ValueError):
     """The token was tampered with, made for another purpose, or is malformed."""

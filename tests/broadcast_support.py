@@ -14,7 +14,7 @@ from drip.broadcasts import compose, sending, zones
 from drip.broadcasts.ratelimit import RateLimiter
 from drip.broadcasts.tick import broadcasts_tick
 from drip.clock import FrozenClock
-from drip.dispatch import SendReport, send_deliveries
+from drip.engine.dispatch import SendReport, send_deliveries
 from drip.esp.memory import MemoryBackend
 from drip.models import Broadcast, Delivery, Subscriber, SubscriberStatus
 from drip.runtime import Runtime

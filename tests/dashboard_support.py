@@ -16,7 +16,7 @@ from drip.runtime import Runtime
 from drip.settings import Settings
 from drip.web.app import create_app
 from drip.web.dashboard.users import create_user
-from tests.web_support import BROWSER_UA, web_settings
+from tests.web_support import BROWSER_UA, web_settings, worker_inline
 
 ADMIN_EMAIL = "coach@example.com"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -35,7 +35,7 @@ def make_admin(rt: Runtime, email: str = ADMIN_EMAIL, password: str = ADMIN_PASS
 
 def client(rt: Runtime) -> TestClient:
     return TestClient(
-        create_app(rt),
+        create_app(rt, enqueue=worker_inline(rt)),
         base_url="https://testserver",
         follow_redirects=False,
         headers={"User-Agent": BROWSER_UA},

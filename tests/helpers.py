@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from drip.claim import tick
-from drip.dispatch import SendReport, send_deliveries
-from drip.enrollments import enroll
+from drip.engine.claim import tick
+from drip.engine.dispatch import SendReport, send_deliveries
+from drip.engine.enrollments import enroll
 from drip.models import Subscriber, SubscriberStatus
 from drip.runtime import Runtime
 from drip.subscribers.store import ensure_tags

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from drip import cli_broadcast
 from drip.broadcasts import sending
 from drip.broadcasts.tick import broadcasts_tick
-from drip.cli import main
+from drip.cli import broadcast as cli_broadcast
+from drip.cli.main import main
 from drip.clock import FrozenClock
 from drip.esp.memory import MemoryBackend
 from drip.runtime import Runtime

@@ -87,9 +87,9 @@ def test_a_test_send_reaches_the_backend_marked_test_and_touches_no_stats(
     assert "/t/" not in backend.outbox[0].html  # no open pixel, no tracked links
     assert _stats_snapshot(rt) == before  # no delivery, event, counter or failure streak
     with rt.sessions() as session:
-        figures = results(session, get_broadcast(session, broadcast_id))
+        figures = results(session, broadcast_id)
         assert get_broadcast(session, broadcast_id).status == "draft"
-    assert figures["sent"] == 0 and figures["opens"] == 0
+    assert figures.sent == 0 and figures.opens == 0
 
 
 def test_a_failed_test_send_raises_and_still_touches_nothing(

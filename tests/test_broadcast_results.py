@@ -8,12 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from drip.broadcasts.results import detail
-from drip.broadcasts.status import get_broadcast
+from drip.broadcasts.queries import broadcast_detail
 from drip.clock import FrozenClock
-from drip.events import Event, EventType, ingest
+from drip.engine.consent import unsubscribe
+from drip.ingest.events import Event, EventType, ingest
 from drip.models import Conversion, Delivery, Subscriber
-from drip.subscribers.preferences import unsubscribe
 from tests.broadcast_support import add_sub, make_rt, new_broadcast, run_pages, send_all, start_now
 
 BROWSER = (
@@ -74,7 +73,7 @@ def test_results_count_human_engagement_unsubscribes_and_conversions(
         )
 
     with rt.sessions() as session:
-        info = detail(session, get_broadcast(session, broadcast_id))
+        info = broadcast_detail(session, broadcast_id).to_json()
 
     assert info["results"] == {
         "sent": 5,

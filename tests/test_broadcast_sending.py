@@ -15,7 +15,7 @@ from drip.broadcasts import control, sending
 from drip.broadcasts.ratelimit import Grant
 from drip.broadcasts.tick import broadcasts_tick
 from drip.clock import FrozenClock
-from drip.dispatch import send_deliveries
+from drip.engine.dispatch import send_deliveries
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus, Tag
 from drip.runtime import Runtime
@@ -310,12 +310,11 @@ def test_a_segment_that_breaks_mid_send_pauses_the_broadcast(
 
     assert result.state == "stopped"
     with rt.sessions() as session:
-        from drip.broadcasts.results import detail
-        from drip.broadcasts.status import get_broadcast
+        from drip.broadcasts.queries import broadcast_detail
 
-        info = detail(session, get_broadcast(session, broadcast_id))
-    assert info["status"] == "paused"
-    assert info["history"][-1]["note"] == (
+        info = broadcast_detail(session, broadcast_id)
+    assert info.broadcast.status == "paused"
+    assert info.history[-1].note == (
         "segment no longer valid: segment.tags_any: unknown tag(s): 5k"
     )
 
@@ -342,7 +341,7 @@ def test_broadcast_deliveries_are_rendered_once_per_version(
 def test_a_global_sending_pause_stops_pages_and_beat_until_it_is_lifted(
     small: tuple[Runtime, MemoryBackend], clock: FrozenClock
 ) -> None:
-    from drip import engine_state
+    from drip.engine import pause as engine_state
 
     rt, _ = small
     _subs(rt, 6)

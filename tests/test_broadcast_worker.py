@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from drip.broadcasts.tick import broadcasts_tick
-from drip.claim import tick
 from drip.clock import FrozenClock
+from drip.engine.claim import tick
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus, Subscriber
 from drip.runtime import Runtime

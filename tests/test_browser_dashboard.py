@@ -17,11 +17,12 @@ from sqlalchemy import select
 
 from drip.clock import FrozenClock
 from drip.db import make_engine
+from drip.engine.consent import record_consent
 from drip.esp.memory import MemoryBackend
 from drip.migrate import upgrade
 from drip.models import Broadcast, Subscriber
 from drip.runtime import Runtime
-from drip.subscribers.store import add_tags, record_consent
+from drip.subscribers.store import add_tags
 from tests.conftest import START
 from tests.dashboard_support import ADMIN_EMAIL, ADMIN_PASSWORD, dashboard_settings, make_admin
 from tests.helpers import add_subscriber, run_tick

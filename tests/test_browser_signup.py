@@ -25,7 +25,13 @@ from drip.models import Consent, Enrollment
 from drip.runtime import Runtime
 from drip.web.app import create_app
 from tests.conftest import START
-from tests.web_support import UNSUBSCRIBE_LINK, confirm_links, subscriber, web_settings
+from tests.web_support import (
+    UNSUBSCRIBE_LINK,
+    confirm_links,
+    subscriber,
+    web_settings,
+    worker_inline,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -66,7 +72,10 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.rt: Runtime = rt_for(self.url)  # type: ignore[operator]
         config = uvicorn.Config(
-            create_app(self.rt), log_level="warning", lifespan="off", access_log=False
+            create_app(self.rt, enqueue=worker_inline(self.rt)),
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

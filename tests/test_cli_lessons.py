@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.settings import ENV_PREFIX, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +85,22 @@ def test_check_on_the_real_content_passes() -> None:
 
     assert result.exit_code == 0, result.output
     assert result.stdout == "ok: 2 sequences, 10 emails\n"
+    assert result.stderr == "checking content in ./content/lessons\n"  # run from the checkout
+
+
+def test_check_in_a_coach_folder_checks_its_content_not_the_packaged_course(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content, _, _ = broken_copy(tmp_path)
+    (tmp_path / "content").mkdir()
+    content.rename(tmp_path / "content" / "lessons")
+    monkeypatch.chdir(tmp_path)
+
+    result = drip(["lessons", "check"])
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == "checking content in ./content/lessons"
+    assert "content/lessons/glute-accelerator/03-load-through-length.md:" in result.stdout
 
 
 def test_check_reads_the_content_dir_from_the_environment(tmp_path: Path) -> None:

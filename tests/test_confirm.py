@@ -9,9 +9,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.clock import FrozenClock
-from drip.dispatch import CONFIRM_PURPOSE
 from drip.esp.memory import MemoryBackend
 from drip.models import (
     Consent,
@@ -24,6 +23,7 @@ from drip.models import (
 )
 from drip.runtime import UNSUBSCRIBE_PURPOSE, Runtime
 from drip.settings import Settings
+from drip.subscribers.confirm import CONFIRM_PURPOSE
 from drip.subscribers.signup import purge_pending
 from drip.suppress import suppress
 from drip.tokens import expiring_token, subscriber_token
@@ -332,7 +332,7 @@ def test_the_purge_command_uses_the_configured_age(
 ) -> None:
     _pending(rt, "old@example.com")
     clock.advance(timedelta(days=31))
-    monkeypatch.setattr("drip.cli_subscribers._runtime", lambda: rt)
+    monkeypatch.setattr("drip.cli.subscribers._runtime", lambda: rt)
     result = CliRunner().invoke(main, ["subscribers", "purge-pending"])
     assert result.exit_code == 0, result.output
     assert "1 unconfirmed signups deleted" in result.output

@@ -1,4 +1,5 @@
-"""Tests for drip.content: one test per content rule, plus the real lessons of the repo.
+"""Tests for drip.content.checks and drip.content.loading: one test per content rule, plus the
+real lessons of the repo.
 
 Most broken sequences are built in ``tmp_path`` from a known-good one with a single thing
 changed, so each test shows exactly the mistake it is about. A few committed fixtures under
@@ -11,16 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from drip.content import (
+from drip.content.checks import check_library, check_sequence
+from drip.content.loading import load_library, load_sequence
+from drip.content.types import (
     PREHEADER_MAX,
     PREHEADER_MIN,
     SUBJECT_MAX,
     TEMPLATE_VARIABLES,
     Sequence,
-    check_library,
-    check_sequence,
-    load_library,
-    load_sequence,
     sample_context,
 )
 from drip.errors import ContentError, Problem

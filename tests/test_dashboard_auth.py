@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.clock import FrozenClock
 from drip.models import AdminLoginFailure, AdminSession, AdminUser
 from drip.runtime import Runtime

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
 from drip.clock import FrozenClock
+from drip.engine.consent import unsubscribe
 from drip.models import Consent, Conversion, Subscriber, SubscriberStatus
 from drip.runtime import Runtime
 from drip.settings import Settings
-from drip.subscribers.preferences import unsubscribe
 from drip.subscribers.store import add_tags
 from drip.suppress import suppress
 from tests.conftest import REPO

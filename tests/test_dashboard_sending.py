@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from drip import engine_state
-from drip.claim import tick
 from drip.clock import FrozenClock
+from drip.engine import pause as engine_state
+from drip.engine.claim import tick
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus
 from drip.runtime import Runtime

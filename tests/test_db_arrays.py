@@ -58,8 +58,8 @@ def test_an_id_list_reaches_the_planner_as_a_constant_array(pg_engine: Engine) -
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from drip.db import one_of
     from drip.models import Delivery
+    from drip.store import one_of
 
     with Session(pg_engine) as session:
         stmt = select(func.count()).where(one_of(Delivery.id, [3, 1, 2], session))

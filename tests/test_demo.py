@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.demo import DemoRow, run_demo
 from drip.settings import ENV_PREFIX, get_settings
 from tests.conftest import make_settings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.settings import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")

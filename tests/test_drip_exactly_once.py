@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from drip import engine_state
-from drip.claim import tick
-from drip.dispatch import BACKOFF_CAP, backoff_seconds, send_deliveries
 from drip.clock import FrozenClock
+from drip.engine import pause as engine_state
+from drip.engine.claim import tick
+from drip.engine.dispatch import BACKOFF_CAP, backoff_seconds, send_deliveries
 from drip.errors import PermanentBackendError, TransientBackendError
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus, Enrollment, Subscriber

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import email
 import json
+import os
+import subprocess
+import sys
 import threading
+import typing
 from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
@@ -15,13 +19,15 @@ from pydantic import SecretStr
 
 from drip.clock import FrozenClock
 from drip.errors import SettingsError, TransientBackendError
-from drip.esp import make_backend
+from drip.esp import BACKENDS, make_backend
 from drip.esp.base import Message, Recipient
 from drip.esp.memory import MemoryBackend
 from drip.esp.outbox import MANIFEST, OutboxBackend, read_manifest, write_index
 from drip.esp.sendgrid import SendGridBackend
 from drip.esp.smtp import SmtpBackend
 from drip.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # 2025-03-10 12:00 UTC: Los Angeles is on daylight time (-07:00) since March 9.
 WHEN = datetime(2025, 3, 10, 12, 0, 5, tzinfo=UTC)
@@ -183,6 +189,44 @@ def test_sendgrid_without_key_names_the_variable(key: str | None) -> None:
     value = SecretStr(key) if key is not None else None
     with pytest.raises(SettingsError, match="DRIP_SENDGRID_API_KEY"):
         make_backend(settings(email_backend="sendgrid", sendgrid_api_key=value))
+
+
+def test_every_backend_setting_has_a_factory() -> None:
+    choices = typing.get_args(Settings.model_fields["email_backend"].annotation)
+    assert sorted(BACKENDS) == sorted(choices)
+
+
+def test_an_unknown_backend_names_the_variable() -> None:
+    unchecked = Settings.model_construct(email_backend="carrier-pigeon")
+    with pytest.raises(
+        SettingsError, match=r"DRIP_EMAIL_BACKEND: unknown backend 'carrier-pigeon'"
+    ):
+        make_backend(unchecked)
+
+
+HEAVY = ("sendgrid", "python_http_client", "drip.esp.sendgrid", "drip.esp.smtp", "smtplib")
+
+
+def test_the_outbox_loads_neither_sendgrid_nor_smtp(tmp_path: Path) -> None:
+    # A fresh interpreter: this one has imported every backend already.
+    script = (
+        "import sys\n"
+        "from drip.esp import make_backend\n"
+        "from drip.settings import Settings\n"
+        f"make_backend(Settings(email_backend='outbox', outbox_dir={str(tmp_path)!r}))\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DRIP_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.strip() == "[]"
 
 
 def test_manifest_is_json_lines(outbox: OutboxBackend) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from drip import engagement
 from drip.clock import FrozenClock
-from drip.events import Event, EventType
+from drip.ingest.events import Event, EventType
 from drip.models import Delivery, MessageStats, TrackingEvent
 from drip.runtime import Runtime
 from drip.settings import Settings
@@ -209,7 +209,7 @@ def test_concurrent_batches_about_the_same_emails_count_each_first_once(
     import random
     import threading
 
-    from drip.events import store as store_committed
+    from drip.ingest.events import store as store_committed
 
     deliveries = [sent_delivery(rt, f"runner{i}@example.com")[1] for i in range(12)]
     at = clock.now + timedelta(hours=1)

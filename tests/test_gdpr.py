@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.clock import FrozenClock
 from drip.esp.memory import MemoryBackend
 from drip.models import (
@@ -187,7 +187,7 @@ def test_cli_export_one_prints_json_and_erase_asks_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _a_full_history(rt, memory_backend, clock)
-    monkeypatch.setattr("drip.cli_subscribers._runtime", lambda: rt)
+    monkeypatch.setattr("drip.cli.subscribers._runtime", lambda: rt)
     runner = CliRunner()
     shown = runner.invoke(main, ["subscribers", "export-one", "ANA@example.com"])
     assert shown.exit_code == 0, shown.output

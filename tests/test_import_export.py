@@ -11,15 +11,16 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.esp.memory import MemoryBackend
 from drip.models import Consent, Enrollment, Subscriber, SubscriberStatus, Suppression
 from drip.runtime import Runtime
 from drip.settings import Settings
 from drip.subscribers.csv_export import write_csv
 from drip.subscribers.importer import import_file
-from drip.suppress import is_suppressed, suppress
-from tests.helpers import add_subscriber
+from drip.suppress import is_suppressed, suppress, suppress_since
+from tests.conftest import truncate_all
+from tests.helpers import add_subscriber, run_tick
 from tests.web_support import count, subscriber, web_settings
 
 IMPORTS = Path(__file__).resolve().parent / "fixtures" / "imports"
@@ -205,7 +206,7 @@ def test_unusable_files_are_refused_whole(rt: Runtime, tmp_path: Path) -> None:
 def test_the_cli_shows_progress_reports_rows_and_exits_1_on_bad_rows(
     rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("drip.cli_subscribers._runtime", lambda: rt)
+    monkeypatch.setattr("drip.cli.subscribers._runtime", lambda: rt)
     runner = CliRunner()
     bad = _file(tmp_path, "bad.csv", BAD)
     result = runner.invoke(main, ["subscribers", "import", str(bad)])
@@ -235,7 +236,7 @@ def test_the_export_writes_csv_that_the_import_reads_back(
         erased = subscriber(session, "fay@example.com")
         erased.email = None
         erased.status = "erased"
-    monkeypatch.setattr("drip.cli_subscribers._runtime", lambda: rt)
+    monkeypatch.setattr("drip.cli.subscribers._runtime", lambda: rt)
     out = tmp_path / "export.csv"
     result = CliRunner().invoke(main, ["subscribers", "export", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -281,3 +282,115 @@ def test_write_csv_pages_through_every_subscriber(rt: Runtime) -> None:
     with rt.sessions() as session:
         assert write_csv(session, buffer, page=2) == 5
     assert len(buffer.getvalue().strip().splitlines()) == 6
+
+
+# --------------------------------------------------------------------------- suppressions
+
+
+def _fresh_runtime(rt: Runtime, tmp_path: Path) -> Runtime:
+    """An empty database of the same kind as ``rt``'s: PostgreSQL emptied, or a new SQLite."""
+    if rt.engine.dialect.name == "postgresql":
+        truncate_all(rt.engine)
+        return rt
+    return Runtime.build(rt.settings, engine=_fresh(tmp_path), clock=rt.clock, backend=rt.backend)
+
+
+def test_suppressed_subscribers_travel_through_export_and_import_as_suppressions(
+    rt: Runtime, tmp_path: Path, memory_backend: MemoryBackend
+) -> None:
+    for email in ("bounced@example.com", "complained@example.com", "healthy@example.com"):
+        add_subscriber(rt, email, name="Kim", tags=["5k"], enroll_now=False)
+    bounced_at = datetime(2026, 2, 3, 9, 30, tzinfo=UTC)
+    with rt.transaction() as session:
+        suppress_since(session, "bounced@example.com", "bounce", bounced_at, "sendgrid: 550")
+        suppress(session, "complained@example.com", "complaint")
+    out = tmp_path / "export.csv"
+    with out.open("w", encoding="utf-8", newline="") as handle, rt.sessions() as session:
+        assert write_csv(session, handle) == 3
+    rows = {r["email"]: r for r in csv.DictReader(io.StringIO(out.read_text(encoding="utf-8")))}
+    bounced, complained = rows["bounced@example.com"], rows["complained@example.com"]
+    assert bounced["suppressed_reason"] == "bounce"
+    assert datetime.fromisoformat(bounced["suppressed_at"]) == bounced_at
+    assert complained["suppressed_reason"] == "complaint"
+    assert complained["suppressed_at"]  # the date it was suppressed here
+    assert (
+        rows["healthy@example.com"]["suppressed_reason"],
+        rows["healthy@example.com"]["suppressed_at"],
+    ) == ("", "")
+
+    fresh = _fresh_runtime(rt, tmp_path)
+    report = import_file(fresh, out, enroll_new=True)
+    assert (report.created, report.suppressed, report.invalid) == (1, 2, [])
+    with fresh.sessions() as session:
+        assert is_suppressed(session, "bounced@example.com")
+        assert is_suppressed(session, "complained@example.com")
+        listed = {s.reason: s for s in session.scalars(select(Suppression))}
+        assert sorted(listed) == ["bounce", "complaint"]
+        assert listed["bounce"].created_at == bounced_at  # the date travels too
+        assert count(session, Subscriber) == 1  # neither became a subscriber here
+        healthy = subscriber(session, "healthy@example.com")
+        assert (healthy.status, healthy.first_name, healthy.time_zone) == (
+            SubscriberStatus.ACTIVE,
+            "Kim",
+            "America/New_York",
+        )
+        assert [t.name for t in healthy.tags] == ["5k"]
+        assert healthy.confirmed_at == datetime.fromisoformat(
+            rows["healthy@example.com"]["confirmed_at"]
+        )
+    memory_backend.outbox.clear()
+    _, sent = run_tick(fresh)
+    assert sent.sent == 1
+    assert [m.to for m in memory_backend.outbox] == ["healthy@example.com"]
+    # The file again: no address is un-suppressed, nothing changes.
+    again = import_file(fresh, out)
+    assert (again.created, again.suppressed, again.updated) == (0, 0, 1)
+    assert [i.line for i in again.skipped] == sorted(
+        i for i, r in enumerate(rows.values(), start=2) if r["suppressed_reason"]
+    )
+
+
+def test_a_suppression_in_the_file_stops_an_existing_subscriber(
+    rt: Runtime, tmp_path: Path, memory_backend: MemoryBackend
+) -> None:
+    add_subscriber(rt, "ana@example.com")
+    text = "email,status,suppressed_reason,suppressed_at\nana@example.com,active,Complaint,\n"
+    report = import_file(rt, _file(tmp_path, "x.csv", text))
+    assert report.suppressed == 1
+    with rt.sessions() as session:
+        assert is_suppressed(session, "ana@example.com")
+        assert session.scalars(select(Enrollment.status)).one() == "stopped"
+    memory_backend.outbox.clear()
+    run_tick(rt)
+    assert memory_backend.outbox == []
+
+
+MALFORMED = """email,status,suppressed_reason,suppressed_at
+ok@example.com,active,,
+a@example.com,active,bounce 2026-11-03,
+b@example.com,active,bounce,03/11/2026
+c@example.com,active,,2026-11-03
+d@example.com,active,complaint,2026-11-03
+"""
+
+
+def test_a_malformed_suppression_is_refused_naming_the_row_and_the_column(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _file(tmp_path, "moved.csv", MALFORMED)
+    report = import_file(rt, path)
+    assert not report.written
+    assert [str(i) for i in report.invalid] == [
+        "line 3: suppressed_reason: unknown reason 'bounce 2026-11-03' "
+        "(expected bounce, complaint, invalid, manual, erased)",
+        "line 4: suppressed_at: unreadable date '03/11/2026' (expected YYYY-MM-DD[ HH:MM:SS])",
+        "line 5: suppressed_reason: is empty but suppressed_at is set "
+        "(bounce, complaint, invalid, manual, erased)",
+    ]
+    with rt.sessions() as session:
+        assert count(session, Subscriber) == 0
+        assert count(session, Suppression) == 0
+    monkeypatch.setattr("drip.cli.subscribers._runtime", lambda: rt)
+    result = CliRunner().invoke(main, ["subscribers", "import", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:4: invalid: suppressed_at: unreadable date" in result.output

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.migrate import alembic_config
 from drip.models import Base, Delivery, Enrollment, Subscriber
 from drip.settings import ENV_PREFIX, get_settings

@@ -27,7 +27,7 @@ from drip.web.app import create_app
 from tests.conftest import START, truncate_all
 from tests.helpers import add_subscriber
 from tests.tracking_support import ADMIN_TOKEN, new_key, tracking_settings
-from tests.web_support import API_TOKEN, WEBHOOK_SECRET
+from tests.web_support import API_TOKEN, WEBHOOK_SECRET, worker_inline
 
 SEED = 20261126
 EXAMPLES_PER_OPERATION = 25  # about 15 s on 2 cores; the coverage phase adds its own cases
@@ -105,7 +105,9 @@ def _statuses(event: Any) -> dict[str, set[int]]:
 @pytest.mark.postgres
 def test_no_operation_answers_a_server_error(fuzz_runtime: Runtime) -> None:
     schema = schemathesis.openapi.from_asgi(
-        "/openapi.json", create_app(fuzz_runtime), config=_config()
+        "/openapi.json",
+        create_app(fuzz_runtime, enqueue=worker_inline(fuzz_runtime)),
+        config=_config(),
     )
     problems: list[str] = []
     answered: dict[str, set[int]] = defaultdict(set)

@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from drip import engine_state, reconcile
-from drip.claim import tick
 from drip.clock import FrozenClock
+from drip.engine import pause as engine_state
+from drip.engine import reconcile
+from drip.engine.claim import tick
 from drip.esp.memory import MemoryBackend
-from drip.events import Event, EventType, store
+from drip.ingest.events import Event, EventType, store
 from drip.models import Delivery, DeliveryStatus, Subscriber
 from drip.runtime import Runtime
 from tests.conftest import make_settings, truncate_all

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from drip.clock import FrozenClock
 from drip.esp.memory import MemoryBackend
-from drip.events import Event, EventType
+from drip.ingest.events import Event, EventType
 from drip.models import Conversion, Delivery, Enrollment, Subscriber
 from drip.runtime import Runtime
 from drip.settings import Settings

@@ -16,17 +16,18 @@ from email.utils import parseaddr
 
 import pytest
 
-from drip.content import Lesson, Sequence, load_library
-from drip.esp.base import Message, Recipient, personalize
-from drip.esp.mime import build_mime
-from drip.markdown_text import to_text
-from drip.render import (
+from drip.content.loading import load_library
+from drip.content.markdown_text import to_text
+from drip.content.render import (
     ONE_CLICK,
     RecipientData,
     Renderer,
     recipient_substitutions,
     unsubscribe_headers,
 )
+from drip.content.types import Lesson, Sequence
+from drip.esp.base import Message, Recipient, personalize
+from drip.esp.mime import build_mime
 from drip.settings import Settings
 
 UNSUBSCRIBE = "https://drip.test/u/abc123?sig=x-y_z&k=1"

@@ -16,10 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
-from drip import cli_deliveries, engine_state
-from drip.cli import main
+from drip.cli import deliveries as cli_deliveries
+from drip.cli.main import main
 from drip.clock import FrozenClock
-from drip.dispatch import send_deliveries
+from drip.engine import pause as engine_state
+from drip.engine.dispatch import send_deliveries
+from drip.engine.outcomes import with_db_patience
+from drip.engine.throttle import DEFAULT_HOLD, LocalThrottle, hold_seconds
 from drip.errors import (
     AmbiguousBackendError,
     PermanentBackendError,
@@ -28,11 +31,9 @@ from drip.errors import (
 )
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus, Enrollment, MessageStats
-from drip.outcomes import with_db_patience
 from drip.runtime import Runtime
 from drip.settings import Settings
 from drip.suppress import is_suppressed
-from drip.throttle import DEFAULT_HOLD, LocalThrottle, hold_seconds
 from tests.helpers import add_subscriber, run_tick
 from tests.tracking_support import client_for, post_events, sample, tracking_settings
 
@@ -193,7 +194,7 @@ def test_a_task_that_paused_sending_holds_its_remaining_batches(
         )
     memory_backend.raise_next(PermanentBackendError("SendGrid 401", status=401))
     batches: list[list[int]] = []
-    from drip.claim import tick
+    from drip.engine.claim import tick
 
     tick(rt, clock(), enqueue=batches.append)
     report = send_deliveries(rt, batches[0], clock())
@@ -360,7 +361,7 @@ def test_a_reaped_row_of_a_dead_worker_is_settled_by_the_providers_event(
 ) -> None:
     add_subscriber(rt, "ana@example.com")
     batches: list[list[int]] = []
-    from drip.claim import tick
+    from drip.engine.claim import tick
 
     tick(rt, clock(), enqueue=batches.append)
     with rt.transaction() as session:  # a worker claimed it and died mid-call

@@ -27,8 +27,8 @@ from drip.models import (
 )
 from drip.runtime import Runtime
 from drip.settings import Settings
+from drip.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from drip.suppress import is_suppressed
-from drip.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.helpers import run_tick
 from tests.tracking_support import (
     client_for,
@@ -542,7 +542,7 @@ def test_a_storage_failure_answers_5xx_so_sendgrid_retries(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("drip.webhooks.routes.store", broken)
+    monkeypatch.setattr("drip.web.webhooks.store", broken)
 
     answer = _post_sample(client, rt, "delivered", delivery[1])
 

@@ -17,9 +17,16 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from drip.cli import main
+from drip.cli.main import main
 from drip.errors import SettingsError
-from drip.settings import ENV_PREFIX, PROJECT_ROOT, Settings, get_settings, load_settings
+from drip.settings import (
+    ENV_PREFIX,
+    PROJECT_ROOT,
+    Settings,
+    get_settings,
+    load_settings,
+    packaged_dir,
+)
 
 DRIP_BIN = Path(sys.executable).parent / "drip"
 
@@ -54,11 +61,11 @@ def _problem_lines(err: SettingsError) -> dict[str, str]:
 
 
 def test_defaults_run_without_any_server() -> None:
-    settings = load_settings()
+    settings = load_settings()  # the tests run from the checkout's root
 
-    assert settings.database_url == f"sqlite:///{PROJECT_ROOT / 'var' / 'drip.sqlite3'}"
+    assert settings.database_url == f"sqlite:///{Path.cwd() / 'var' / 'drip.sqlite3'}"
     assert settings.email_backend == "outbox"
-    assert settings.outbox_dir == PROJECT_ROOT / "var" / "outbox"
+    assert settings.outbox_dir == Path.cwd() / "var" / "outbox"
     assert settings.broker_url == "redis://127.0.0.1:6379/0"
     assert settings.content_dir == PROJECT_ROOT / "content" / "lessons"
     assert settings.templates_dir == PROJECT_ROOT / "templates"
@@ -73,7 +80,50 @@ def test_default_sqlite_file_lives_under_var() -> None:
 
     assert url.startswith("sqlite:///")
     assert path.is_absolute()
-    assert path.parent == PROJECT_ROOT / "var"
+    assert path.parent == Path.cwd() / "var"
+
+
+def test_an_empty_directory_gets_var_here_and_the_packaged_course_and_templates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    settings = Settings()
+
+    assert settings.database_url == f"sqlite:///{tmp_path / 'var' / 'drip.sqlite3'}"
+    assert settings.outbox_dir == tmp_path / "var" / "outbox"
+    assert settings.content_dir == packaged_dir("content_dir")
+    assert settings.templates_dir == packaged_dir("templates_dir")
+    assert (settings.content_dir / "glute-accelerator" / "sequence.toml").is_file()
+    assert (settings.templates_dir / "email" / "base.html").is_file()
+    assert not (tmp_path / "var").exists()  # made only when something is written
+
+
+def test_a_coach_folder_with_content_and_templates_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "content" / "lessons").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+    settings = Settings()
+
+    assert settings.content_dir == tmp_path / "content" / "lessons"
+    assert settings.templates_dir == packaged_dir("templates_dir")  # each one on its own
+    (tmp_path / "templates").mkdir()
+    assert Settings().templates_dir == tmp_path / "templates"
+
+
+def test_a_set_path_is_kept_even_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DRIP_CONTENT_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("DRIP_OUTBOX_DIR", "mail")
+
+    settings = load_settings()
+
+    assert settings.content_dir == tmp_path / "nowhere"  # never the packaged course instead
+    assert settings.outbox_dir == Path("mail")
 
 
 def test_get_settings_is_loaded_once_and_cached() -> None:

@@ -23,15 +23,15 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, select
 
-from drip.cli import main
-from drip.cli_stats import render
+from drip.cli.main import main
+from drip.cli.stats import render
 from drip.clock import FrozenClock
-from drip.events import Event, EventType
+from drip.engine.consent import unsubscribe
+from drip.ingest.events import Event, EventType
 from drip.models import Delivery, Subscriber, SubscriberStatus
+from drip.reports.stats import Stats, as_json, collect
 from drip.runtime import Runtime
 from drip.settings import Settings, get_settings
-from drip.stats import Stats, as_json, collect
-from drip.subscribers.preferences import unsubscribe
 from tests.conftest import REPO
 from tests.helpers import add_subscriber, run_tick
 from tests.tracking_support import (

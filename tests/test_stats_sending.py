@@ -15,14 +15,14 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine
 
-from drip import engine_state
-from drip.cli import main
-from drip.cli_stats import render
+from drip.cli.main import main
+from drip.cli.stats import render
 from drip.clock import FrozenClock
+from drip.engine import pause as engine_state
 from drip.esp.memory import MemoryBackend
+from drip.reports.stats import Stats, as_json, collect
 from drip.runtime import Runtime
 from drip.settings import Settings, get_settings
-from drip.stats import Stats, as_json, collect
 from tests.conftest import REPO
 from tests.helpers import add_subscriber, run_tick
 from tests.sending_support import Unsettled, unsettled

@@ -15,12 +15,12 @@ from sqlalchemy import select
 
 from drip.clock import FrozenClock
 from drip.esp.memory import MemoryBackend
+from drip.ingest.stream import GROUP, DrainReport, _drain_batch, drain, ensure_group
 from drip.models import MessageStats, TrackingEvent
 from drip.runtime import Runtime
 from drip.settings import Settings
-from drip.tracking.routes import GIF
-from drip.tracking.stream import GROUP, DrainReport, _drain_batch, drain, ensure_group
 from drip.tracking.tokens import TrackingSigner
+from drip.web.tracking import GIF
 from tests.tracking_support import (
     HUMAN_UA,
     client_for,
@@ -337,7 +337,7 @@ def test_when_nothing_can_store_the_visitor_still_gets_the_gif_and_the_redirect(
     def broken(*args: Any) -> Any:
         raise RuntimeError("database down too")
 
-    monkeypatch.setattr("drip.tracking.stream.store_now", broken)
+    monkeypatch.setattr("drip.ingest.stream.store_now", broken)
     with client_for(rt) as client:
         pixel = client.get(_pixel(rt, delivery_id))
         click = client.get(_click(rt, delivery_id))
@@ -368,7 +368,7 @@ def test_the_drain_command_moves_the_stream_into_the_database(
 ) -> None:
     from click.testing import CliRunner
 
-    from drip.cli import main
+    from drip.cli.main import main
     from drip.settings import get_settings
     from tests.conftest import REPO
 

@@ -10,10 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from drip.clock import FrozenClock
-from drip.content import load_library
+from drip.content.loading import load_library
+from drip.content.render import Renderer
 from drip.esp.base import personalize
 from drip.esp.memory import MemoryBackend
-from drip.render import Renderer
 from drip.runtime import Runtime
 from drip.settings import Settings
 from drip.tokens import BadToken

@@ -145,8 +145,8 @@ def test_an_unsubscribe_takes_effect_before_the_next_send(
 ) -> None:
     _, path = _active(rt)
     batches: list[list[int]] = []
-    from drip.claim import tick
-    from drip.dispatch import send_deliveries
+    from drip.engine.claim import tick
+    from drip.engine.dispatch import send_deliveries
 
     tick(rt, clock(), enqueue=batches.append)  # lesson 1 is queued...
     client_for(rt).post(path, data=ONE_CLICK)  # ...and the subscriber leaves before it goes
@@ -222,8 +222,8 @@ def test_resubscribe_brings_a_confirmed_subscriber_back_and_resumes_the_course(
 def test_a_lesson_skipped_while_unsubscribed_comes_first_after_resubscribing(
     rt: Runtime,
 ) -> None:
-    from drip.claim import tick
-    from drip.dispatch import send_deliveries
+    from drip.engine.claim import tick
+    from drip.engine.dispatch import send_deliveries
 
     _, path = _active(rt)
     client = client_for(rt)
@@ -293,8 +293,8 @@ def test_a_suppressed_address_cannot_resubscribe(rt: Runtime) -> None:
 
 def test_unsubscribing_many_at_once_credits_each_subscribers_last_email(rt: Runtime) -> None:
     from drip.engagement import credit_unsubscribes
+    from drip.engine.consent import unsubscribe_many
     from drip.models import MessageStats, Subscriber, TrackingEvent
-    from drip.subscribers.preferences import unsubscribe_many
 
     mailed = [add_subscriber(rt, f"r{i}@example.com") for i in range(3)]
     run_tick(rt)  # lesson 1 to each

@@ -18,7 +18,7 @@ from drip.settings import Settings
 from drip.web.app import create_app
 from drip.web.logs import JsonFormatter, configure_logging, request_id_var
 from tests.helpers import add_subscriber
-from tests.web_support import API_TOKEN, client_for, web_settings
+from tests.web_support import API_TOKEN, client_for, web_settings, worker_inline
 
 SECRET_DETAIL = "password=hunter2 at /srv/drip/secret.py line 42"
 
@@ -29,7 +29,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def _with_broken_routes(rt: Runtime) -> TestClient:
-    app: FastAPI = create_app(rt)
+    app: FastAPI = create_app(rt, enqueue=worker_inline(rt))
 
     def boom() -> None:
         raise RuntimeError(SECRET_DETAIL)
@@ -193,7 +193,7 @@ def test_configure_logging_routes_uvicorn_through_the_json_handler() -> None:
 def test_the_serve_command_is_registered() -> None:
     from click.testing import CliRunner
 
-    from drip.cli import main
+    from drip.cli.main import main
 
     result = CliRunner().invoke(main, ["serve", "--help"])
     assert result.exit_code == 0 and "--port" in result.output and "--host" in result.output
@@ -226,7 +226,7 @@ def test_too_large_bodies_get_413_as_a_page_or_as_json(rt: Runtime) -> None:
 
 
 def test_provider_webhooks_get_their_own_body_limit(rt: Runtime) -> None:
-    app: FastAPI = create_app(rt)
+    app: FastAPI = create_app(rt, enqueue=worker_inline(rt))
 
     async def sink(request: Request) -> dict[str, int]:
         return {"bytes": len(await request.body())}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from drip.claim import tick
 from drip.clock import FrozenClock
+from drip.engine.claim import tick
 from drip.esp.memory import MemoryBackend
 from drip.models import Delivery, DeliveryStatus, Subscriber
 from drip.runtime import Runtime

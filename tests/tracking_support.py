@@ -17,15 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from drip.events import Event, IngestReport, ingest
+from drip.ingest.events import Event, IngestReport, ingest
+from drip.ingest.stream import DrainReport, drain
 from drip.models import Delivery
 from drip.runtime import Runtime
 from drip.settings import Settings
-from drip.tracking.stream import DrainReport, drain
+from drip.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from drip.web.app import create_app
-from drip.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.conftest import make_settings
 from tests.helpers import add_subscriber, run_tick
+from tests.web_support import worker_inline
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sendgrid_events"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -63,7 +64,11 @@ def tracking_settings(tmp_path: Path, key: ec.EllipticCurvePrivateKey, **extra: 
 
 
 def client_for(rt: Runtime) -> TestClient:
-    return TestClient(create_app(rt), follow_redirects=False, headers={"User-Agent": HUMAN_UA})
+    return TestClient(
+        create_app(rt, enqueue=worker_inline(rt)),
+        follow_redirects=False,
+        headers={"User-Agent": HUMAN_UA},
+    )
 
 
 def sent_delivery(rt: Runtime, email: str, *, message_id: str | None = None) -> tuple[int, int]:
@@ -149,7 +154,7 @@ def upsell_delivery(rt: Runtime, email: str, clock: Any) -> tuple[int, int]:
 
     Moves ``clock`` to the send time. Returns (subscriber id, delivery id).
     """
-    from drip.enrollments import enroll
+    from drip.engine.enrollments import enroll
     from drip.models import Enrollment, Subscriber
 
     subscriber_id = add_subscriber(rt, email, enroll_now=False)

@@ -8,6 +8,7 @@ rate-limit tests turn them on against the real Redis).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from drip.engine.dispatch import send_deliveries
 from drip.esp.memory import MemoryBackend
 from drip.models import Subscriber
 from drip.runtime import Runtime
@@ -44,8 +46,18 @@ def web_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return make_settings(tmp_path, **values)
 
 
+def worker_inline(rt: Runtime) -> Callable[[list[int]], None]:
+    """The app's hand-over to the workers, done in-process: what a worker would do at once."""
+
+    def send(ids: list[int]) -> None:
+        send_deliveries(rt, ids, rt.clock())
+
+    return send
+
+
 def client_for(rt: Runtime) -> TestClient:
-    return TestClient(create_app(rt), follow_redirects=False, headers={"User-Agent": BROWSER_UA})
+    app = create_app(rt, enqueue=worker_inline(rt))
+    return TestClient(app, follow_redirects=False, headers={"User-Agent": BROWSER_UA})
 
 
 def form_signup(client: TestClient, **fields: str) -> Any:

@@ -24,7 +24,7 @@ def worker_env(
         {
             "DRIP_DATABASE_URL": database_url,
             "DRIP_BROKER_URL": broker_url,
-            # The provider's shared hold (drip.throttle) lives beside the test broker.
+            # The provider's shared hold (drip.engine.throttle) lives beside the test broker.
             "DRIP_REDIS_URL": broker_url,
             "DRIP_EMAIL_BACKEND": "sendgrid",
             "DRIP_SENDGRID_API_URL": sendgrid_url,

@@ -2,9 +2,10 @@
 
 Start with ``drip worker`` and ``drip beat`` (or ``celery -A workers.celery_app ...``).
 Design notes: nothing is ever scheduled with a long ETA or countdown (Redis redelivers them past
-the visibility timeout); the database is the source of truth and the tick re-enqueues any
-``queued`` delivery whose task was lost, so tasks can be acknowledged early and still nothing is
-dropped.
+the visibility timeout). Tasks are acknowledged late (``task_acks_late``), so a task whose worker
+dies is delivered again; that is safe because a send claims its rows with a compare-and-set. The
+database is the source of truth: the tick re-enqueues any ``queued`` delivery whose task was lost
+(a worker killed with prefetched messages), so nothing is dropped either way.
 """
 
 from __future__ import annotations
@@ -27,18 +28,19 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="drip",
         beat_schedule={
             "drip-tick": {"task": "drip.tick", "schedule": float(settings.tick_seconds)},
-            # Due broadcasts start, silent page chains restart, finished sends close (issue 6).
+            # Due broadcasts start, silent page chains restart, finished sends close.
             "drip-broadcasts-tick": {
                 "task": "drip.broadcasts_tick",
                 "schedule": float(settings.tick_seconds),
             },
-            # Opens and clicks queued in Redis by the web app -> PostgreSQL (issue 5).
+            # Opens and clicks queued in Redis by the web app -> PostgreSQL.
             "drip-tracking-drain": {
                 "task": "drip.tracking_drain",
                 "schedule": float(settings.tracking_drain_seconds),
                 "options": {"expires": float(settings.tracking_drain_seconds) * 5},
             },
-            # Signups never confirmed within DRIP_PENDING_PURGE_DAYS are deleted (issue 4).
+            # Signups never confirmed within DRIP_PENDING_PURGE_DAYS are deleted (GDPR: keep no
+            # more than needed).
             "drip-purge-pending": {"task": "drip.purge_pending", "schedule": 3600.0},
         },
         worker_hijack_root_logger=False,

@@ -8,13 +8,14 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from drip.claim import tick
-from drip.dispatch import (
+from drip.engine.claim import tick
+from drip.engine.dispatch import (
     backoff_seconds,
     db_retry_seconds,
     held_retry_seconds,
     send_deliveries,
 )
+from drip.reports.doctor.beat import record_beat_tick
 from drip.runtime import Runtime
 from drip.settings import get_settings
 from drip.subscribers import purge_pending
@@ -37,6 +38,7 @@ def runtime() -> Runtime:
 def tick_task() -> dict[str, Any]:
     rt = runtime()
     report = tick(rt, rt.clock(), enqueue=lambda ids: send_task.delay(ids))
+    record_beat_tick(rt.settings.redis_url, rt.clock())  # what `drip doctor` reads
     if report.unknown:
         log.warning("deliveries left unknown by a worker crash: %s", report.unknown)
     if report.paused:
@@ -52,7 +54,7 @@ def send_task(self: Any, delivery_ids: list[int]) -> dict[str, int]:
         report = send_deliveries(rt, delivery_ids, rt.clock())
     except (OperationalError, InterfaceError) as err:
         # The database went away before anything was claimed, or while results were stored
-        # (drip.outcomes waited for it): the rows are still queued, or settled by the reaper.
+        # (drip.engine.outcomes waited for it): the rows are still queued, or settled by the reaper.
         delay = db_retry_seconds(self.request.retries + 1, _rng)
         log.warning("database unreachable (%s); send task again in %.1fs", err, delay)
         raise self.retry(countdown=delay, exc=err) from err
@@ -81,14 +83,14 @@ def purge_pending_task() -> int:
 @app.task(name="drip.tracking_drain")  # type: ignore[untyped-decorator]
 def tracking_drain_task() -> dict[str, int]:
     """Drain the tracking stream; bounded so that runs never pile up behind each other."""
-    from drip.tracking.stream import drain
+    from drip.ingest.stream import drain
 
     rt = runtime()
     report = drain(rt, max_seconds=max(rt.settings.tracking_drain_seconds * 10, 10.0))
     return {"entries": report.entries, "stored": report.stored, "duplicates": report.duplicates}
 
 
-# --------------------------------------------------------------------------- broadcasts (issue 6)
+# --------------------------------------------------------------------------- broadcasts
 _broadcast_limiter: list[Any] = []  # built on first use, after the prefork: [RateLimiter | None]
 
 

@@ -15,7 +15,7 @@ Modules, each a small piece with its own contract:
 - :mod:`~drip.broadcasts.control`: pause, resume, cancel (and halt on a broken segment);
 - :mod:`~drip.broadcasts.results`: progress and results from the delivery and tracking tables.
 
-Nothing is imported here on purpose: :mod:`drip.dispatch` imports
+Nothing is imported here on purpose: :mod:`drip.engine.dispatch` imports
 :mod:`drip.broadcasts.message`, and other modules here import drip.subscribers, which imports
-drip.dispatch back.
+drip.engine.dispatch back.
 """

@@ -1,6 +1,7 @@
 """Create and edit broadcasts, checked by the same rules as lessons.
 
-A body is Markdown with ``{{ variables }}`` (:data:`drip.content.TEMPLATE_VARIABLES`, except the
+A body is Markdown with ``{{ variables }}`` (:data:`drip.content.types.TEMPLATE_VARIABLES`,
+except the
 lesson-only ``lesson_number`` and ``lesson_count``): no statement tags, no raw HTML, no images,
 https links only. Every problem found is reported at once in one :class:`InvalidInput` whose
 ``field`` is ``subject``, ``preheader``, ``body_md``, ``segment...`` or ``quiet_hours`` and whose
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, TemplateSyntaxError, meta
 from sqlalchemy.orm import Session
@@ -24,11 +25,14 @@ from drip.broadcasts.status import (
     record,
     require,
 )
-from drip.content import PREHEADER_MAX, SUBJECT_MAX, check_body
+from drip.content.checks import check_body
+from drip.content.types import PREHEADER_MAX, SUBJECT_MAX
 from drip.errors import InvalidInput
 from drip.models import Broadcast
-from drip.runtime import Runtime
 from drip.subscribers.validation import storable_text
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 LESSON_ONLY = ("lesson_count", "lesson_number")
 BODY_MAX = 100_000

@@ -15,7 +15,7 @@ for a page being written and the page after it sees the new status.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import CursorResult, and_, or_, update
 from sqlalchemy.orm import Session
@@ -30,7 +30,9 @@ from drip.broadcasts.status import (
 )
 from drip.errors import InvalidInput
 from drip.models import Broadcast, Delivery, DeliveryStatus
-from drip.runtime import Runtime
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 HELD = "held: broadcast paused"
 RESUMED = "resumed"  # error mark of rows a resume released, until a page re-queues them

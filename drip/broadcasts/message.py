@@ -1,24 +1,27 @@
 """A broadcast as an email, compiled once per version.
 
-:func:`broadcast_message` is what the send path (:func:`drip.dispatch._message_for`) uses for
-``broadcast/<id>`` deliveries: the same pipeline and base layout as lessons, the ``broadcast``
-template, tracking on. It is cached per process by (broadcast id, digest of subject, preheader and
-body): ``updated_at`` moves with every progress update, so it can't serve as the version.
-
-This module is imported by drip.dispatch, so it imports nothing that imports dispatch back.
+:func:`broadcast_message` is what the send path uses for ``broadcast/<id>`` deliveries (through
+:class:`BroadcastSource`, which :mod:`drip.engine.dispatch` asks): the same pipeline and base
+layout as lessons, the ``broadcast`` template, tracking on. It is cached per process by
+(broadcast id, digest of subject, preheader and body): ``updated_at`` moves with every progress
+update, so it can't serve as the version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import weakref
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
+from drip.content.render import Renderer
 from drip.esp.base import Message
-from drip.models import Broadcast
-from drip.render import Renderer
-from drip.runtime import Runtime
+from drip.models import Broadcast, DeliveryKind, SubscriberStatus
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 CATEGORY = "broadcast"
 _CACHE_SIZE = 16
@@ -70,3 +73,20 @@ def broadcast_message(rt: Runtime, broadcast_id: int) -> Message:
     if row is None:
         raise LookupError(f"no broadcast {broadcast_id}")
     return compile_broadcast(rt, broadcast_id, *row, tracked=True)
+
+
+class BroadcastSource:
+    """The message source of broadcasts (see drip.engine.kinds): active subscribers who take
+    the newsletter."""
+
+    kind = DeliveryKind.BROADCAST
+    receivers = frozenset({SubscriberStatus.ACTIVE})
+
+    def message(self, rt: Runtime, message_key: str) -> Message:
+        return broadcast_message(rt, int(message_key.rpartition("/")[2]))
+
+    def exit_reason(self, rt: Runtime, subscriber: Row[Any], sequence: str | None) -> str | None:
+        return None if subscriber.newsletter else "preferences"
+
+    def recipient_fields(self, rt: Runtime, subscriber_id: int, now: datetime) -> dict[str, str]:
+        return {}

@@ -3,7 +3,7 @@
 Both are compiled with tracking off: no open pixel, no rewritten links, and no delivery row. A
 test send therefore cannot touch any statistic: there is nothing to attribute an event to (its
 ``delivery_id`` is 0, which no delivery has), and it never counts towards the failure streak
-that pauses sending (drip.engine_state).
+that pauses sending (drip.engine.pause).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,12 +19,14 @@ from sqlalchemy.orm import Session
 from drip.broadcasts.message import CATEGORY, compile_broadcast
 from drip.broadcasts.segments import context_of, parse_segment, segment_filter
 from drip.broadcasts.status import record
+from drip.content.render import RecipientData, recipient_substitutions, unsubscribe_headers
 from drip.errors import InvalidInput
 from drip.esp.base import Recipient, SendResult, personalize
 from drip.models import Broadcast, Subscriber
-from drip.render import RecipientData, recipient_substitutions, unsubscribe_headers
-from drip.runtime import Runtime
 from drip.subscribers.validation import normalize_address
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 TEST_PREFIX = "[TEST] "
 MAX_TEST_ADDRESSES = 10

@@ -18,7 +18,7 @@ Whatever the spec, a segment only ever holds **active** subscribers (never pendi
 or erased) who **want the newsletter**: the send path skips the others anyway, so counting them
 would only mislead. ``"newsletter": false`` is refused for that reason. **Suppressed** addresses
 are salted hashes, which SQL cannot match: :func:`audience_count` leaves them out by hashing, and
-the send path skips them (drip.dispatch).
+the send path skips them (drip.engine.dispatch).
 
 The CLI's short form (:func:`parse_segment_text`), ``key=value`` words::
 
@@ -32,7 +32,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, select, true
 from sqlalchemy.orm import Session
@@ -48,9 +48,11 @@ from drip.models import (
     Tag,
     TrackingEvent,
 )
-from drip.runtime import Runtime
 from drip.subscribers.validation import clean_tags
 from drip.suppress import hash_with, salt
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 STATES = ("in_course", "completed_course", "in_upsell", "converted", "not_converted")
 KEYS = (
@@ -63,7 +65,10 @@ KEYS = (
     "signup_before",
     "newsletter",
 )
-HUMAN_ENGAGEMENT = ("opened", "clicked")  # drip.events types; machine opens/clicks don't count
+HUMAN_ENGAGEMENT = (
+    "opened",
+    "clicked",
+)  # drip.ingest.events types; machine opens/clicks don't count
 _SHORT_KEYS = {
     "tags": "tags_any",
     "tags.any": "tags_any",

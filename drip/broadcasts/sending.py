@@ -5,7 +5,7 @@ starts it).
 broadcast row locked, take the next page of the segment by id (``id > checkpoint AND id <=
 snapshot ORDER BY id LIMIT page``), write one ``queued`` delivery per subscriber (``ON CONFLICT DO
 NOTHING`` on (subscriber, ``broadcast/<id>``)) and move the checkpoint to the page's last id.
-After the commit the delivery ids go to the ordinary send tasks (drip.dispatch, the same path
+After the commit the delivery ids go to the ordinary send tasks (drip.engine.dispatch, the same path
 and exit checks as lessons), and the next page is queued. A crash before the commit loses
 nothing (the checkpoint did not move); after it, the rows exist and the drip tick's reaper sends
 any whose task was lost. Hence exactly one delivery per subscriber per broadcast.
@@ -32,22 +32,24 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from drip import engine_state
 from drip.broadcasts.control import RESUMED, halt
 from drip.broadcasts.message import message_key
 from drip.broadcasts.ratelimit import RateLimiter, page_quota
 from drip.broadcasts.segments import context_of, parse_segment, segment_filter
 from drip.broadcasts.status import BroadcastStatus, get_broadcast
 from drip.broadcasts.zones import NO_ZONE
-from drip.db import one_of
+from drip.engine import pause as engine_state
 from drip.errors import InvalidInput
-from drip.models import Broadcast, BroadcastZone, Delivery, DeliveryStatus, Subscriber
-from drip.runtime import Runtime
+from drip.models import Broadcast, BroadcastZone, Delivery, DeliveryKind, DeliveryStatus, Subscriber
+from drip.store import one_of, store_for
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 Enqueue = Callable[[list[int]], None]  # delivery ids -> one send task
 Kick = Callable[[int, str, float], None]  # (broadcast id, runner, countdown s) -> one page task
@@ -236,26 +238,13 @@ def _recent_lesson(session: Session, ids: Sequence[int], since: datetime) -> set
             select(Delivery.subscriber_id)
             .where(
                 one_of(Delivery.subscriber_id, ids, session),
-                Delivery.kind == "lesson",
+                Delivery.kind == DeliveryKind.LESSON,
                 Delivery.status == DeliveryStatus.SENT,
                 Delivery.sent_at >= since,
             )
             .distinct()
         )
     )
-
-
-# As in drip.claim: one statement over arrays on PostgreSQL, cheaper than a VALUES list.
-_INSERT_PG = text(
-    """
-    INSERT INTO deliveries (subscriber_id, message_key, kind, broadcast_id, status, error,
-                            attempts, created_at, updated_at)
-    SELECT v.subscriber_id, :key, 'broadcast', :broadcast_id, :status, :error, 0, :now, :now
-    FROM unnest(CAST(:ids AS bigint[])) AS v(subscriber_id)
-    ON CONFLICT (subscriber_id, message_key) DO NOTHING
-    RETURNING id
-    """
-)
 
 
 def _write(
@@ -266,24 +255,6 @@ def _write(
         return []
     status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.QUEUED
     key = message_key(broadcast_id)
-    if session.get_bind().dialect.name == "postgresql":
-        params = {"ids": ids, "key": key, "broadcast_id": broadcast_id, "status": status.value}
-        return list(session.scalars(_INSERT_PG, {**params, "error": skipped, "now": now}))
-    rows = [
-        {
-            "subscriber_id": i,
-            "message_key": key,
-            "kind": "broadcast",
-            "broadcast_id": broadcast_id,
-            "status": status,
-            "error": skipped,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for i in ids
-    ]
-    stmt = sqlite.insert(Delivery).on_conflict_do_nothing(
-        index_elements=["subscriber_id", "message_key"]
+    return store_for(session).insert_broadcast_deliveries(
+        session, broadcast_id, key, ids, status.value, skipped, now
     )
-    return list(session.scalars(stmt.returning(Delivery.id), rows))

@@ -6,26 +6,29 @@ that appeared since scheduling; then its first page task is queued (drip.broadca
 **Restart**: a ``sending`` broadcast whose chain has been silent for
 :data:`~drip.broadcasts.sending.STALE` and has work due gets a new runner. **Finish**: once every
 page is written and no delivery is queued or in flight, the broadcast is ``sent``. While sending
-is paused for everyone (too many failures, drip.engine_state) the tick does nothing.
+is paused for everyone (too many failures, drip.engine.pause) the tick does nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
-from drip import engine_state
 from drip.broadcasts.control import halt
 from drip.broadcasts.segments import audience_count, context_of, parse_segment
 from drip.broadcasts.sending import IN_FLIGHT, STALE, Kick, has_due_work, new_runner
 from drip.broadcasts.status import SCHEDULER, BroadcastStatus, get_broadcast, transition
 from drip.broadcasts.zones import add_new_zones
+from drip.engine import pause as engine_state
 from drip.errors import InvalidInput
 from drip.models import Broadcast, Delivery, Subscriber
-from drip.runtime import Runtime
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 
 def start(session: Session, rt: Runtime, broadcast_id: int, now: datetime) -> str | None:
@@ -74,7 +77,7 @@ class TickReport:
     started: list[int] = field(default_factory=list)
     kicked: list[int] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
-    paused: str | None = None  # sending is paused for everyone (drip.engine_state)
+    paused: str | None = None  # sending is paused for everyone (drip.engine.pause)
 
 
 def broadcasts_tick(rt: Runtime, now: datetime, kick: Kick) -> TickReport:

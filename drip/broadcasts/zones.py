@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
@@ -32,8 +33,10 @@ from drip.broadcasts.segments import (
 from drip.broadcasts.status import EDITABLE, BroadcastStatus, get_broadcast, require, transition
 from drip.errors import InvalidInput
 from drip.models import Broadcast, BroadcastZone, Subscriber
-from drip.runtime import Runtime
 from drip.schedule import local_to_utc, resolve_zone
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 PAST_ZONES = ("now", "tomorrow")
 GRACE = timedelta(minutes=1)  # "now" typed by a person is a little in the past on arrival

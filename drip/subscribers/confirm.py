@@ -5,16 +5,43 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from drip.dispatch import CONFIRM_PURPOSE
-from drip.enrollments import enroll
-from drip.models import Subscriber, SubscriberStatus
-from drip.runtime import Runtime
-from drip.subscribers.store import record_consent, resume_enrollments
+from sqlalchemy import Row
+
+from drip.engine.consent import record_consent
+from drip.engine.enrollments import enroll
+from drip.esp.base import Message
+from drip.models import DeliveryKind, Subscriber, SubscriberStatus
+from drip.subscribers.store import resume_enrollments
 from drip.suppress import is_suppressed
-from drip.tokens import BadToken, ExpiredToken, read_expiring_token
+from drip.tokens import BadToken, ExpiredToken, expiring_token, read_expiring_token
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+CONFIRM_PURPOSE = "confirm"  # the purpose of every confirmation link's token
+
+
+class ConfirmationSource:
+    """The message source of the double opt-in email (see drip.engine.kinds): it goes to
+    pending subscribers (and active ones asking again), with their own signed link."""
+
+    kind = DeliveryKind.CONFIRM
+    receivers = frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE})
+
+    def message(self, rt: Runtime, message_key: str) -> Message:
+        return rt.renderer.confirmation()
+
+    def exit_reason(self, rt: Runtime, subscriber: Row[Any], sequence: str | None) -> str | None:
+        return None
+
+    def recipient_fields(self, rt: Runtime, subscriber_id: int, now: datetime) -> dict[str, str]:
+        token = expiring_token(rt.secret, CONFIRM_PURPOSE, str(subscriber_id), now=now)
+        return {"confirm_url": f"{rt.settings.public_url}/confirm/{token}"}
 
 
 class ConfirmState(enum.StrEnum):

@@ -1,4 +1,10 @@
-"""``drip subscribers export``: every subscriber with an address, as CSV our import reads back."""
+"""``drip subscribers export``: every subscriber with an address, as CSV our import reads back.
+
+A suppressed subscriber (bounce, complaint...) carries its reason and date in ``suppressed_reason``
+and ``suppressed_at``, so the list it moves to doesn't take it for a healthy one. Erased
+subscribers have no address and are not written; nor is a suppression without a subscriber: the
+list keeps only salted hashes of addresses (:mod:`drip.suppress`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from drip.models import Subscriber
 from drip.subscribers.csvmap import FORMULA_START
+from drip.suppress import suppressions_of
 
 COLUMNS = (
     "email",
@@ -23,6 +30,8 @@ COLUMNS = (
     "created_at",
     "confirmed_at",
     "unsubscribed_at",
+    "suppressed_reason",
+    "suppressed_at",
 )
 
 
@@ -48,7 +57,9 @@ def write_csv(session: Session, out: TextIO, page: int = 1000) -> int:
         )
         if not batch:
             return count
+        suppressed = suppressions_of(session, [sub.email for sub in batch if sub.email])
         for sub in batch:
+            listed = suppressed.get(sub.email or "")
             writer.writerow(
                 [
                     sub.email,
@@ -62,6 +73,8 @@ def write_csv(session: Session, out: TextIO, page: int = 1000) -> int:
                     sub.created_at.isoformat(),
                     sub.confirmed_at.isoformat() if sub.confirmed_at else "",
                     sub.unsubscribed_at.isoformat() if sub.unsubscribed_at else "",
+                    listed.reason if listed else "",
+                    listed.created_at.isoformat() if listed else "",
                 ]
             )
         count += len(batch)

@@ -3,7 +3,9 @@
 Headers are matched case-insensitively, spaces and hyphens counting as underscores, so
 ``Email Address`` (Mailchimp), ``email_address`` (Kit) and ``email`` (drip) all name the address.
 Mailchimp exports one file per status and has no status column: a filled ``UNSUB_TIME`` or
-``CLEAN_TIME`` says the row is an unsubscribe or a cleaned (bounced) address.
+``CLEAN_TIME`` says the row is an unsubscribe or a cleaned (bounced) address. drip's own export
+says a suppressed address in ``suppressed_reason`` and ``suppressed_at``, which win over the
+status: such a row only ever joins the suppression list.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ STATUS = ("status", "state", "member_status")
 ZONE = ("timezone", "time_zone", "tz")
 UNSUB_TIME = ("unsub_time", "unsubscribed_at")
 CLEAN_TIME = ("clean_time",)
+SUPPRESSED_REASON = ("suppressed_reason",)
+SUPPRESSED_AT = ("suppressed_at",)
 
 ACTIVE = "active"
 UNSUBSCRIBED = "unsubscribed"
@@ -52,19 +56,27 @@ STATUS_MAP = {
     "inactive": UNCONFIRMED,  # Kit: signed up, never confirmed
 }
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The reasons drip stores on its suppression list (drip.suppress), as its export writes them.
+SUPPRESSION_REASONS = (BOUNCE, COMPLAINT, "invalid", "manual", "erased")
 
 
 @dataclass(frozen=True)
 class ImportRow:
     line: int
     email: str
-    status: str  # active, unsubscribed, bounce, complaint
+    status: str  # active, unsubscribed, or a suppression reason (bounce, complaint...)
     first_name: str = ""
     tags: tuple[str, ...] = ()
     time_zone: str | None = None
     signed_up_at: datetime | None = None
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
+    suppressed_at: datetime | None = None  # when the old list suppressed it, if it says
+
+    @property
+    def suppressed(self) -> bool:
+        """The address joins the suppression list; no subscriber is made of it."""
+        return self.status in SUPPRESSION_REASONS
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,8 @@ def read_rows(lines: Iterable[str]) -> ParsedFile:
         "zone": _column(headers, ZONE),
         "unsub": _column(headers, UNSUB_TIME),
         "clean": _column(headers, CLEAN_TIME),
+        "suppressed_reason": _column(headers, SUPPRESSED_REASON),
+        "suppressed_at": _column(headers, SUPPRESSED_AT),
     }
     parsed = ParsedFile()
     seen: dict[str, int] = {}
@@ -171,8 +185,11 @@ def _row(
     status = STATUS_MAP[raw_status]
     unsubscribed_at = parse_date(get(cols["unsub"]), "unsub_time")
     cleaned_at = parse_date(get(cols["clean"]), "clean_time")
-    if cleaned_at is not None:
-        status = BOUNCE
+    reason, suppressed_at = _suppression(get(cols["suppressed_reason"]), get(cols["suppressed_at"]))
+    if reason is not None:
+        status = reason
+    elif cleaned_at is not None:
+        status, suppressed_at = BOUNCE, cleaned_at
     elif unsubscribed_at is not None and status == ACTIVE:
         status = UNSUBSCRIBED
     address = normalize_address(email)
@@ -188,4 +205,19 @@ def _row(
         signed_up_at=parse_date(get(cols["signed_up"]), "signup date"),
         confirmed_at=parse_date(get(cols["confirmed"]), "confirm time"),
         unsubscribed_at=unsubscribed_at,
+        suppressed_at=suppressed_at,
     )
+
+
+def _suppression(reason_cell: str, at_cell: str) -> tuple[str | None, datetime | None]:
+    """The ``suppressed_reason`` and ``suppressed_at`` columns of drip's export, checked."""
+    reason = reason_cell.strip().lower()
+    at = parse_date(at_cell, "suppressed_at")
+    expected = ", ".join(SUPPRESSION_REASONS)
+    if reason and reason not in SUPPRESSION_REASONS:
+        raise InvalidInput(
+            "suppressed_reason", f"unknown reason {reason_cell.strip()!r} (expected {expected})"
+        )
+    if not reason and at is not None:
+        raise InvalidInput("suppressed_reason", f"is empty but suppressed_at is set ({expected})")
+    return reason or None, at

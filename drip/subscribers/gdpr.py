@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from drip.enrollments import stop_enrollments
+from drip.engine.enrollments import stop_enrollments
 from drip.models import (
     Consent,
     Conversion,

@@ -1,7 +1,8 @@
 """``drip subscribers import``: a whole CSV file in one transaction, or nothing.
 
 Rules: suppressed and erased addresses are never (re)activated; an address unsubscribed here
-stays unsubscribed whatever the file says; an unsubscribe or a bounce in the file is honoured.
+stays unsubscribed whatever the file says; an unsubscribe or a bounce in the file is honoured,
+and so is a suppression in drip's own export (its reason and date are kept).
 Rows that were not confirmed on the old platform are left out (we can't prove their consent).
 """
 
@@ -12,20 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from drip.content import Sequence
-from drip.enrollments import enroll, stop_enrollments
+from drip.content.types import Sequence
+from drip.engine.consent import record_consent, unsubscribe
+from drip.engine.enrollments import enroll, stop_enrollments
 from drip.errors import InvalidInput
 from drip.models import Subscriber, SubscriberStatus
-from drip.runtime import Runtime
 from drip.subscribers import csvmap
 from drip.subscribers.csvmap import ImportRow, ParsedFile, RowIssue
-from drip.subscribers.preferences import unsubscribe
-from drip.subscribers.store import add_tags, record_consent
-from drip.suppress import email_hash, salt, suppress, suppressed_hashes
+from drip.subscribers.store import add_tags
+from drip.suppress import email_hash, salt, suppress_since, suppressed_hashes
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 CHUNK = 500
@@ -97,8 +101,8 @@ def _apply(
     options: ImportOptions,
     report: ImportReport,
 ) -> None:
-    if row.status in (csvmap.BOUNCE, csvmap.COMPLAINT):
-        suppress(session, row.email, row.status, detail=options.source)
+    if row.suppressed:  # bounce, complaint...: listed, never made a subscriber who gets mail
+        suppress_since(session, row.email, row.status, row.suppressed_at, detail=options.source)
         if subscriber is not None:
             stop_enrollments(session, subscriber.id, "suppressed")
         report.suppressed += 1

@@ -2,30 +2,30 @@
 
 The link's token (:func:`drip.tokens.subscriber_token`, purpose ``unsubscribe``) never expires and
 names one subscriber. An unsubscribe takes effect at once: the status changes in this transaction
-and :mod:`drip.dispatch` checks it right before every send, so a queued email is skipped.
+and :mod:`drip.engine.dispatch` checks it right before every send, so a queued email is skipped.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import cast
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
-from drip.engagement import First, credit_unsubscribes
-from drip.enrollments import stop_enrollments, stop_enrollments_of
-from drip.models import Consent, Subscriber, SubscriberStatus
-from drip.runtime import UNSUBSCRIBE_PURPOSE, Runtime
-from drip.subscribers.signup import queue_confirmation, send_now
-from drip.subscribers.store import consent_row, record_consent, resume_enrollments
+from drip.engine.consent import record_consent, unsubscribe
+from drip.engine.enrollments import stop_enrollments
+from drip.engine.handover import Enqueue
+from drip.models import Subscriber, SubscriberStatus
+from drip.subscribers.signup import hand_confirmation, queue_confirmation
+from drip.subscribers.store import resume_enrollments
 from drip.suppress import is_suppressed
-from drip.tokens import BadToken, read_subscriber_token
+from drip.tokens import UNSUBSCRIBE_PURPOSE, BadToken, read_subscriber_token
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,61 +37,6 @@ def subscriber_from_token(session: Session, secret: str, token: str) -> Subscrib
     except BadToken:
         return None
     return session.get(Subscriber, subscriber_id)
-
-
-def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, source: str) -> bool:
-    """Unsubscribe from everything; False if there was nothing to do (already out, or erased)."""
-    if subscriber.id is None:
-        session.flush()
-    changed = bool(unsubscribe_many(session, [subscriber.id], now, source))
-    if changed:  # written by unsubscribe_many's UPDATE: read again on next use
-        session.expire(subscriber, ["status", "unsubscribed_at"])
-    return changed
-
-
-def unsubscribe_many(
-    session: Session,
-    subscriber_ids: Iterable[int],
-    now: datetime,
-    source: str,
-    firsts: list[First] | None = None,
-) -> list[int]:
-    """Unsubscribe these subscribers; returns the ids that changed, in order (not those already
-    unsubscribed or erased).
-
-    The one path of every unsubscribe (our link, the List-Unsubscribe POST, the admin, an import,
-    a provider's event): the status, a consent row, the enrollments stopped and the last email
-    credited. Plain statements, a few whatever the number: a provider's batch may hold dozens,
-    and loading each subscriber as an object cost more than all the rest of the batch's effects.
-    Objects of these subscribers already in the session are not refreshed (``unsubscribe`` does).
-    ``firsts``: see :func:`drip.engagement.credit_unsubscribes`.
-    """
-    ids = sorted(set(subscriber_ids))
-    if not ids:
-        return []
-    table = cast(Table, Subscriber.__table__)
-    changed = sorted(
-        session.scalars(
-            update(table)
-            .where(
-                one_of(table.c.id, ids, session),
-                table.c.status.not_in([SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ERASED]),
-            )
-            .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now)
-            .returning(table.c.id)
-        )
-    )
-    if not changed:
-        return []
-    session.execute(
-        insert(cast(Table, Consent.__table__)),
-        [consent_row(sid, "unsubscribe", now, source=source) for sid in changed],
-    )
-    stop_enrollments_of(session, changed, "unsubscribed")
-    credit_unsubscribes(session, changed, now, firsts)  # per-email unsubscribes (issue 5 stats)
-    for subscriber_id in changed:
-        log.info("subscriber %s unsubscribed (%s)", subscriber_id, source)
-    return changed
 
 
 class Resubscribe(enum.StrEnum):
@@ -147,9 +92,9 @@ def resubscribe(
     return ResubscribeOutcome(Resubscribe.ACTIVE)
 
 
-def after_resubscribe(rt: Runtime, outcome: ResubscribeOutcome) -> None:
-    """Send the confirmation a never-confirmed resubscriber needs (after the commit)."""
-    send_now(rt, outcome.delivery_id)
+def after_resubscribe(outcome: ResubscribeOutcome, enqueue: Enqueue) -> None:
+    """Hand over the confirmation a never-confirmed resubscriber needs (after the commit)."""
+    hand_confirmation(enqueue, outcome.delivery_id)
 
 
 def update_preferences(

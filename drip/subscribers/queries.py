@@ -3,7 +3,6 @@ pagination by id, counts per status, signups and confirmations per day."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -23,6 +22,7 @@ from drip.models import (
     Suppression,
     Tag,
 )
+from drip.store import store_for
 
 PAGE_MAX = 200
 
@@ -182,18 +182,7 @@ _UTC = ZoneInfo("UTC")
 
 def _per_day(session: Session, column: Any, since: datetime, zone: ZoneInfo) -> dict[date, int]:
     """Rows with ``column >= since`` per calendar day in ``zone``."""
-    out: dict[date, int] = defaultdict(int)
-    if session.get_bind().dialect.name == "postgresql":
-        day = func.date(func.timezone(zone.key, column))
-        rows = session.execute(select(day, func.count()).where(column >= since).group_by(day))
-        for value, count in rows.tuples():
-            out[value] += int(count)
-        return out
-    # SQLite has no time zone database: the window's timestamps are bucketed here (the demo's
-    # database, a few thousand rows at most).
-    for moment in session.scalars(select(column).where(column >= since)):
-        out[moment.astimezone(zone).date()] += 1
-    return out
+    return store_for(session).count_per_day(session, column, since, zone)
 
 
 def daily_growth(
@@ -209,3 +198,13 @@ def daily_growth(
         DayCount(d, signups.get(d, 0), confirmations.get(d, 0))
         for d in (first + timedelta(days=n) for n in range((last - first).days + 1))
     ]
+
+
+def find_subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
+    """The subscriber with this id, or None (an erased one too: erasing keeps the row)."""
+    return session.get(Subscriber, subscriber_id)
+
+
+def tag_names(session: Session, limit: int) -> list[str]:
+    """The first ``limit`` tag names in alphabetical order (for a filter's choices)."""
+    return list(session.scalars(select(Tag.name).order_by(Tag.name).limit(limit)))

@@ -21,27 +21,30 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Result, and_, delete, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from drip.db import one_of
-from drip.dispatch import send_deliveries
+from drip.engine.consent import record_consent
+from drip.engine.handover import Enqueue
 from drip.models import (
     Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Subscriber,
     SubscriberStatus,
     TrackingEvent,
 )
-from drip.runtime import Runtime
-from drip.subscribers.store import add_tags, find_by_email, record_consent
+from drip.store import one_of, store_for
+from drip.subscribers.store import add_tags, find_by_email
 from drip.subscribers.validation import SignupData
 from drip.suppress import is_suppressed
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ def queue_confirmation(
         session.scalars(
             select(Delivery.created_at).where(
                 Delivery.subscriber_id == subscriber_id,
-                Delivery.kind == "confirm",
+                Delivery.kind == DeliveryKind.CONFIRM,
                 Delivery.created_at > now - timedelta(days=1),
             )
         )
@@ -138,39 +141,43 @@ def queue_confirmation(
     count = session.scalar(
         select(func.count())
         .select_from(Delivery)
-        .where(Delivery.subscriber_id == subscriber_id, Delivery.kind == "confirm")
+        .where(Delivery.subscriber_id == subscriber_id, Delivery.kind == DeliveryKind.CONFIRM)
     )
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = (
-        insert(Delivery)
+        store_for(session)
+        .insert_ignore(Delivery, ["subscriber_id", "message_key"])
         .values(
             subscriber_id=subscriber_id,
             message_key=f"confirm/{(count or 0) + 1}",
-            kind="confirm",
+            kind=DeliveryKind.CONFIRM,
             status=DeliveryStatus.QUEUED,
             attempts=0,
             created_at=now,
             updated_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["subscriber_id", "message_key"])
         .returning(Delivery.id)
     )
     return session.scalar(stmt)
 
 
-def send_now(rt: Runtime, delivery_id: int | None) -> None:
-    """Send a confirmation inline. A failure is logged, not raised: the row stays ``queued`` and
-    the tick's reaper re-enqueues it, so the visitor still gets the thank-you page."""
+def hand_confirmation(enqueue: Enqueue, delivery_id: int | None) -> None:
+    """Hand a queued confirmation to the workers: the request that signed someone up never
+    waits for the email provider (a hanging SendGrid used to hold the form for 10 s). If the
+    broker can't take it, the row stays ``queued`` and beat's stale-queue pass hands it over
+    within 10 minutes: logged, never raised, the visitor still gets the thank-you page."""
     if delivery_id is None:
         return
     try:
-        send_deliveries(rt, [delivery_id], rt.clock())
+        enqueue([delivery_id])
     except Exception:
-        log.exception("confirmation %s not sent now; the tick will retry it", delivery_id)
+        log.exception("confirmation %s not handed to the workers; beat will", delivery_id)
 
 
-def signup_and_confirm(rt: Runtime, data: SignupData, channel: str) -> SignupOutcome:
-    """:func:`signup` in its own transaction, then the confirmation email sent at once."""
+def signup_and_confirm(
+    rt: Runtime, data: SignupData, channel: str, enqueue: Enqueue
+) -> SignupOutcome:
+    """:func:`signup` in its own transaction, then its confirmation email handed to the workers
+    (sent within a second when they are up)."""
     with rt.transaction() as session:
         outcome = signup(
             session,
@@ -180,11 +187,11 @@ def signup_and_confirm(rt: Runtime, data: SignupData, channel: str) -> SignupOut
             resend_every=timedelta(minutes=rt.settings.confirm_resend_minutes),
         )
     log.info("signup via %s: %s", channel, outcome.state)
-    send_now(rt, outcome.delivery_id)
+    hand_confirmation(enqueue, outcome.delivery_id)
     return outcome
 
 
-def resend_confirmation(rt: Runtime, email: str) -> bool:
+def resend_confirmation(rt: Runtime, email: str, enqueue: Enqueue) -> bool:
     """A new confirmation link for a pending address (from the expired-link page); True if sent.
 
     Nothing happens for any other state; the caller answers the same either way.
@@ -203,7 +210,7 @@ def resend_confirmation(rt: Runtime, email: str) -> bool:
             rt.clock(),
             timedelta(minutes=rt.settings.confirm_resend_minutes),
         )
-    send_now(rt, delivery_id)
+    hand_confirmation(enqueue, delivery_id)
     return delivery_id is not None
 
 

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from drip.content import Sequence
-from drip.enrollments import due_after_send
+from drip.content.types import Sequence
+from drip.engine.enrollments import due_after_send
 from drip.models import (
-    Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
     Subscriber,
     Tag,
 )
-from drip.subscribers.validation import SOURCE_MAX, USER_AGENT_MAX, clip
+from drip.store import store_for
 
 # Enrollments stopped for these reasons start again when the subscriber comes back.
 RESUMABLE = ("unsubscribed", "preferences")
@@ -37,9 +35,8 @@ def ensure_tags(session: Session, names: Iterable[str]) -> list[Tag]:
     wanted = list(dict.fromkeys(n for n in names if n))
     if not wanted:
         return []
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(Tag).values([{"name": n} for n in wanted])
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+    stmt = store_for(session).insert_ignore(Tag, ["name"])
+    session.execute(stmt.values([{"name": n} for n in wanted]))
     found = {t.name: t for t in session.scalars(select(Tag).where(Tag.name.in_(wanted)))}
     return [found[n] for n in wanted]
 
@@ -57,49 +54,6 @@ def remove_tags(subscriber: Subscriber, names: Iterable[str]) -> None:
 
 def set_tags(session: Session, subscriber: Subscriber, names: Iterable[str]) -> None:
     subscriber.tags = ensure_tags(session, names)
-
-
-def record_consent(
-    session: Session,
-    subscriber: Subscriber,
-    action: str,
-    now: datetime,
-    *,
-    source: str = "",
-    ip: str | None = None,
-    user_agent: str | None = None,
-    text: str = "",
-) -> Consent:
-    """One row of the consent log: what happened, when, where, from which IP and browser."""
-    consent = Consent(
-        **consent_row(
-            subscriber.id, action, now, source=source, ip=ip, user_agent=user_agent, text=text
-        )
-    )
-    session.add(consent)
-    return consent
-
-
-def consent_row(
-    subscriber_id: int,
-    action: str,
-    now: datetime,
-    *,
-    source: str = "",
-    ip: str | None = None,
-    user_agent: str | None = None,
-    text: str = "",
-) -> dict[str, Any]:
-    """The columns of one consent-log row (for :func:`record_consent` and bulk inserts)."""
-    return {
-        "subscriber_id": subscriber_id,
-        "action": action,
-        "created_at": now,
-        "source": source[:SOURCE_MAX],
-        "ip": ip,
-        "user_agent": clip(user_agent, USER_AGENT_MAX),
-        "text": text,
-    }
 
 
 def resume_enrollments(
@@ -128,7 +82,7 @@ def resume_enrollments(
         session.scalars(
             select(Delivery.message_key).where(
                 Delivery.subscriber_id == subscriber.id,
-                Delivery.kind == "lesson",
+                Delivery.kind == DeliveryKind.LESSON,
                 Delivery.status == DeliveryStatus.SKIPPED,
             )
         )

@@ -17,18 +17,17 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
+from drip.engine.consent import SOURCE_MAX, USER_AGENT_MAX, clip
 from drip.errors import InvalidInput
 from drip.schedule import is_valid_zone
 
 EMAIL_INPUT_MAX = 320  # refuse to even parse anything longer
 LOCAL_PART_MAX = 64
 NAME_MAX = 100  # Subscriber.first_name
-SOURCE_MAX = 100  # Subscriber.source, Consent.source
 ZONE_MAX = 64  # Subscriber.time_zone
 TAG_MAX = 64  # Tag.name
 TAGS_MAX = 20  # tags per signup
 TAGS_INPUT_MAX = 1000
-USER_AGENT_MAX = 512
 CONSENT_TEXT_MAX = 2000
 
 # C0 and C1 controls, DEL, and the Unicode line/paragraph separators: header injection material.
@@ -185,13 +184,6 @@ def ip_or_none(value: str | None) -> str | None:
         return str(ipaddress.ip_address(value or ""))
     except ValueError:
         return None
-
-
-def clip(value: str | None, limit: int) -> str | None:
-    """Truncate an informational value (user agent) instead of refusing the signup over it."""
-    if value is None:
-        return None
-    return _CONTROL.sub("", value)[:limit] or None
 
 
 def clean_signup(

@@ -59,7 +59,7 @@ def tracking_substitutions(
 ) -> dict[str, str]:
     """The tracked URL of each link and the pixel of ``message`` for one delivery.
 
-    HTML placeholders get HTML-escaped values (like every ``%%x%%`` of :mod:`drip.render`).
+    HTML placeholders get HTML-escaped values (like every ``%%x%%`` of :mod:`drip.content.render`).
     """
     subs: dict[str, str] = {}
     for index, url in enumerate(message.links):

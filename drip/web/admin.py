@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
+from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
-from drip.models import Subscriber
-from drip.runtime import Runtime
 from drip.subscribers.gdpr import erase_subscriber, export_subscriber, subscriber_summary
-from drip.subscribers.preferences import unsubscribe
-from drip.subscribers.queries import PAGE_MAX, list_subscribers
+from drip.subscribers.queries import PAGE_MAX, find_subscriber, list_subscribers
 from drip.subscribers.store import add_tags, remove_tags, set_tags
 from drip.subscribers.validation import clean_tags
 from drip.web.api import ERRORS
 from drip.web.auth import require_admin
+from drip.web.deps import RuntimeDep
 from drip.web.errors import ApiError
 from drip.web.params import Cursor, RowId
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from drip.models import Subscriber
+    from drip.runtime import Runtime
 
 router = APIRouter(
     prefix="/api/v1/admin",
@@ -42,17 +46,12 @@ class TagsChange(BaseModel):
     remove: list[str] = Field(default_factory=list)
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
 def upsell_slugs(rt: Runtime) -> tuple[str, ...]:
     return tuple(slug for slug, seq in rt.library.items() if seq.kind == "upsell")
 
 
 def _get(session: Session, subscriber_id: int) -> Subscriber:
-    sub = session.get(Subscriber, subscriber_id)
+    sub = find_subscriber(session, subscriber_id)
     if sub is None:
         raise ApiError(404, "subscriber_id", "no such subscriber")
     return sub
@@ -67,7 +66,7 @@ def _tags(value: list[str], field: str) -> tuple[str, ...]:
 
 @router.get("/subscribers", summary="List subscribers (keyset pagination by id)")
 def list_(
-    request: Request,
+    rt: RuntimeDep,
     status: Status | None = None,
     tag: str | None = Query(None, max_length=64),
     q: str | None = Query(None, max_length=320, description="Part of the address or name."),
@@ -80,7 +79,6 @@ def list_(
     ] = None,
     limit: int = Query(50, ge=1, le=PAGE_MAX),
 ) -> dict[str, Any]:
-    rt = _rt(request)
     with rt.sessions() as session:
         result = list_subscribers(
             session,
@@ -102,52 +100,46 @@ def list_(
 
 
 @router.get("/subscribers/{subscriber_id}", summary="One subscriber")
-def get(request: Request, subscriber_id: RowId) -> dict[str, Any]:
-    with _rt(request).sessions() as session:
+def get(rt: RuntimeDep, subscriber_id: RowId) -> dict[str, Any]:
+    with rt.sessions() as session:
         return subscriber_summary(_get(session, subscriber_id))
 
 
 @router.put("/subscribers/{subscriber_id}/tags", summary="Replace the tags")
-def replace_tags(request: Request, subscriber_id: RowId, body: TagsReplace) -> dict[str, Any]:
+def replace_tags(rt: RuntimeDep, subscriber_id: RowId, body: TagsReplace) -> dict[str, Any]:
     tags = _tags(body.tags, "tags")
-    with _rt(request).transaction() as session:
+    with rt.transaction() as session:
         sub = _get(session, subscriber_id)
         set_tags(session, sub, tags)
-        session.flush()
         return subscriber_summary(sub)
 
 
 @router.patch("/subscribers/{subscriber_id}/tags", summary="Add and remove tags")
-def change_tags(request: Request, subscriber_id: RowId, body: TagsChange) -> dict[str, Any]:
+def change_tags(rt: RuntimeDep, subscriber_id: RowId, body: TagsChange) -> dict[str, Any]:
     add, remove = _tags(body.add, "add"), _tags(body.remove, "remove")
-    with _rt(request).transaction() as session:
+    with rt.transaction() as session:
         sub = _get(session, subscriber_id)
         remove_tags(sub, remove)
         add_tags(session, sub, add)
-        session.flush()
         return subscriber_summary(sub)
 
 
 @router.post("/subscribers/{subscriber_id}/unsubscribe", summary="Unsubscribe from everything")
-def unsubscribe_(request: Request, subscriber_id: RowId) -> dict[str, Any]:
-    rt = _rt(request)
+def unsubscribe_(rt: RuntimeDep, subscriber_id: RowId) -> dict[str, Any]:
     with rt.transaction() as session:
         sub = _get(session, subscriber_id)
         unsubscribe(session, sub, rt.clock(), "admin")
-        session.flush()
         return subscriber_summary(sub)
 
 
 @router.get("/subscribers/{subscriber_id}/export", summary="Everything stored (GDPR)")
-def export(request: Request, subscriber_id: RowId) -> dict[str, Any]:
-    rt = _rt(request)
+def export(rt: RuntimeDep, subscriber_id: RowId) -> dict[str, Any]:
     with rt.sessions() as session:
         return export_subscriber(session, _get(session, subscriber_id), rt.clock())
 
 
 @router.post("/subscribers/{subscriber_id}/erase", summary="Erase personal data (GDPR)")
-def erase(request: Request, subscriber_id: RowId) -> dict[str, Any]:
-    rt = _rt(request)
+def erase(rt: RuntimeDep, subscriber_id: RowId) -> dict[str, Any]:
     with rt.transaction() as session:
         erased = erase_subscriber(session, _get(session, subscriber_id), rt.clock())
     return {"id": subscriber_id, "erased": erased}

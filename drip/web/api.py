@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from drip.errors import InvalidInput
-from drip.runtime import Runtime
 from drip.subscribers.signup import signup_and_confirm
 from drip.subscribers.validation import clean_ip, clean_signup
 from drip.web.auth import verify_webhook
+from drip.web.deps import RuntimeDep, enqueue
 from drip.web.errors import ApiError
 from drip.web.forms import client_ip, content_type
 
@@ -99,8 +99,7 @@ def _decode(body: bytes) -> dict[str, Any]:
         }
     },
 )
-async def create_subscriber(request: Request) -> JSONResponse:
-    rt: Runtime = request.app.state.rt
+async def create_subscriber(request: Request, rt: RuntimeDep) -> JSONResponse:
     body = await request.body()
     verify_webhook(request, body, rt.settings, rt.clock())
     if content_type(request) != "application/json":
@@ -130,5 +129,5 @@ async def create_subscriber(request: Request) -> JSONResponse:
         )
     except InvalidInput as err:
         raise ApiError(422, err.field, err.message) from None
-    await run_in_threadpool(signup_and_confirm, rt, data, "api")
+    await run_in_threadpool(signup_and_confirm, rt, data, "api", enqueue(request))
     return JSONResponse(ACCEPTED, status_code=202)

@@ -15,22 +15,23 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip import suppress
-from drip.handover import Enqueue
+from drip.engine.handover import Enqueue
+from drip.reports.database_health import database_problem
 from drip.runtime import Runtime
 from drip.settings import get_settings
-from drip.tracking.routes import TrackingEndpoints
 from drip.web import admin, admin_stats, api, dashboard, pages
 from drip.web import broadcasts as broadcasts_api
+from drip.web.deps import RuntimeDep
 from drip.web.errors import BodyTooLarge, error_response, install_handlers
 from drip.web.logs import request_id_var
 from drip.web.params import refuse_nul_params
 from drip.web.ratelimit import RateLimiter
 from drip.web.templating import make_environment
-from drip.webhooks.routes import router as webhooks_router
+from drip.web.tracking import TrackingEndpoints
+from drip.web.webhooks import router as webhooks_router
 
 log = logging.getLogger("drip.web")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -107,14 +108,11 @@ async def _observe(
         request_id_var.reset(token)
 
 
-def healthz(request: Request) -> JSONResponse:
+def healthz(rt: RuntimeDep) -> JSONResponse:
     """200 when the database answers, 503 otherwise."""
-    rt: Runtime = request.app.state.rt
-    try:
-        with rt.engine.connect() as conn:
-            conn.execute(text("select 1"))
-    except Exception as err:
-        log.warning("health check: database unreachable: %s", type(err).__name__)
+    problem = database_problem(rt.engine)
+    if problem is not None:
+        log.warning("health check: database unreachable: %s", problem)
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})
 
@@ -123,7 +121,7 @@ def create_app(rt: Runtime | None = None, *, enqueue: Enqueue | None = None) -> 
     """The web app around ``rt`` (built from the DRIP_* settings when None).
 
     ``enqueue`` hands delivery ids to the workers when a person queues emails again from the
-    dashboard (drip.handover); None: the Celery send task. Tests pass a list's ``append``.
+    dashboard (drip.engine.handover); None: the Celery send task. Tests pass a list's ``append``.
     """
     runtime = rt if rt is not None else Runtime.build(get_settings())
     app = FastAPI(

@@ -22,6 +22,7 @@ from fastapi import Request
 from pydantic import SecretStr
 
 from drip.settings import Settings
+from drip.web.deps import runtime
 from drip.web.errors import ApiError
 
 SIGNATURE_HEADER = "X-Drip-Signature"
@@ -51,7 +52,7 @@ def unauthorized(message: str) -> ApiError:
 
 def require_admin(request: Request) -> None:
     """FastAPI dependency of the admin API."""
-    settings: Settings = request.app.state.rt.settings
+    settings = runtime(request).settings
     token = bearer_token(request)
     if not settings.admin_tokens:
         raise unauthorized("the admin API is disabled: set DRIP_ADMIN_TOKENS")

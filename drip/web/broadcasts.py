@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from drip.broadcasts import compose, control, preview, zones
-from drip.broadcasts.results import detail, summary
+from drip.broadcasts.queries import LIST_MAX, detail_of, list_broadcasts
 from drip.broadcasts.segments import Segment, audience_count, context_of, parse_segment
 from drip.broadcasts.status import BroadcastNotFound, BroadcastStatus, IllegalTransition
 from drip.broadcasts.status import get_broadcast as load
 from drip.errors import BackendError
-from drip.models import Broadcast
-from drip.runtime import Runtime
 from drip.web.api import ERRORS
 from drip.web.auth import bearer_token, require_admin
+from drip.web.deps import RuntimeDep
 from drip.web.errors import ApiError
 from drip.web.params import RowId
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from drip.models import Broadcast
+    from drip.runtime import Runtime
 
 router = APIRouter(
     prefix="/api/v1/admin/broadcasts",
@@ -81,11 +84,6 @@ class ScheduleIn(BaseModel):
     past_zones: Literal["now", "tomorrow"] = "now"
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
 def actor(request: Request) -> str:
     token = bearer_token(request) or ""
     who = "api:" + hashlib.sha256(token.encode()).hexdigest()[:8]
@@ -93,7 +91,7 @@ def actor(request: Request) -> str:
     return f"{who} ({note})" if note else who
 
 
-def _get(session: Any, broadcast_id: int, *, lock: bool = False) -> Broadcast:
+def _get(session: Session, broadcast_id: int, *, lock: bool = False) -> Broadcast:
     try:
         return load(session, broadcast_id, lock=lock)
     except BroadcastNotFound:
@@ -106,43 +104,40 @@ def _conflict(err: IllegalTransition) -> ApiError:
 
 @router.get("", summary="List broadcasts, newest first")
 def list_(
-    request: Request,
+    rt: RuntimeDep,
     status: BroadcastStatus | None = None,
-    limit: int = Query(50, ge=1, le=200),
+    limit: int = Query(50, ge=1, le=LIST_MAX),
 ) -> dict[str, Any]:
-    with _rt(request).sessions() as session:
-        stmt = select(Broadcast).order_by(Broadcast.id.desc()).limit(limit)
-        if status is not None:
-            stmt = stmt.where(Broadcast.status == status)
-        return {"items": [summary(b) for b in session.scalars(stmt)]}
+    with rt.sessions() as session:
+        page = list_broadcasts(session, status=status, limit=limit)
+    return {"items": [b.to_json() for b in page.items]}
 
 
 @router.post("", status_code=201, summary="Create a draft")
-def create(request: Request, body: BroadcastIn) -> dict[str, Any]:
-    rt = _rt(request)
+def create(request: Request, rt: RuntimeDep, body: BroadcastIn) -> dict[str, Any]:
     with rt.transaction() as session:
         b = compose.create_broadcast(
             session, rt, **body.model_dump(), actor=actor(request), now=rt.clock()
         )
-        return detail(session, b)
+        return detail_of(session, b).to_json()
 
 
 @router.post("/audience", summary="How many subscribers a segment holds now")
-def audience(request: Request, body: SegmentIn) -> dict[str, Any]:
-    rt = _rt(request)
+def audience(rt: RuntimeDep, body: SegmentIn) -> dict[str, Any]:
     with rt.sessions() as session:
         return _audience(rt, session, parse_segment(body.segment))
 
 
 @router.get("/{broadcast_id}", summary="One broadcast: progress, zone groups, results, history")
-def show(request: Request, broadcast_id: RowId) -> dict[str, Any]:
-    with _rt(request).sessions() as session:
-        return detail(session, _get(session, broadcast_id))
+def show(rt: RuntimeDep, broadcast_id: RowId) -> dict[str, Any]:
+    with rt.sessions() as session:
+        return detail_of(session, _get(session, broadcast_id)).to_json()
 
 
 @router.patch("/{broadcast_id}", summary="Change a draft or scheduled broadcast")
-def update(request: Request, broadcast_id: RowId, body: BroadcastChange) -> dict[str, Any]:
-    rt = _rt(request)
+def update(
+    request: Request, rt: RuntimeDep, broadcast_id: RowId, body: BroadcastChange
+) -> dict[str, Any]:
     with rt.transaction() as session:
         _get(session, broadcast_id)
         try:
@@ -156,12 +151,11 @@ def update(request: Request, broadcast_id: RowId, body: BroadcastChange) -> dict
             )
         except IllegalTransition as err:
             raise _conflict(err) from None
-        return detail(session, b)
+        return detail_of(session, b).to_json()
 
 
 @router.get("/{broadcast_id}/audience", summary="How many subscribers its segment holds now")
-def broadcast_audience(request: Request, broadcast_id: RowId) -> dict[str, Any]:
-    rt = _rt(request)
+def broadcast_audience(rt: RuntimeDep, broadcast_id: RowId) -> dict[str, Any]:
     with rt.sessions() as session:
         return _audience(rt, session, parse_segment(_get(session, broadcast_id).segment))
 
@@ -172,8 +166,7 @@ def _audience(rt: Runtime, session: Session, segment: Segment) -> dict[str, Any]
 
 
 @router.post("/{broadcast_id}/preview", summary="HTML and text as one subscriber would get it")
-def preview_(request: Request, broadcast_id: RowId, body: PreviewIn) -> dict[str, Any]:
-    rt = _rt(request)
+def preview_(rt: RuntimeDep, broadcast_id: RowId, body: PreviewIn) -> dict[str, Any]:
     with rt.sessions() as session:
         shown = preview.preview(rt, session, _get(session, broadcast_id), body.subscriber_id)
     return {
@@ -186,8 +179,7 @@ def preview_(request: Request, broadcast_id: RowId, body: PreviewIn) -> dict[str
 
 
 @router.post("/{broadcast_id}/test", summary="Send a [TEST] copy to a few addresses")
-def test(request: Request, broadcast_id: RowId, body: TestIn) -> dict[str, Any]:
-    rt = _rt(request)
+def test(request: Request, rt: RuntimeDep, broadcast_id: RowId, body: TestIn) -> dict[str, Any]:
     with rt.sessions() as session:  # no transaction open during the backend call
         try:
             results = preview.send_test(rt, session, _get(session, broadcast_id), body.to)
@@ -203,8 +195,9 @@ def test(request: Request, broadcast_id: RowId, body: TestIn) -> dict[str, Any]:
 
 
 @router.post("/{broadcast_id}/schedule", summary="Schedule at a time, or a local time per zone")
-def schedule(request: Request, broadcast_id: RowId, body: ScheduleIn) -> dict[str, Any]:
-    rt = _rt(request)
+def schedule(
+    request: Request, rt: RuntimeDep, broadcast_id: RowId, body: ScheduleIn
+) -> dict[str, Any]:
     with rt.transaction() as session:
         _get(session, broadcast_id)
         try:
@@ -220,11 +213,10 @@ def schedule(request: Request, broadcast_id: RowId, body: ScheduleIn) -> dict[st
             )
         except IllegalTransition as err:
             raise _conflict(err) from None
-        return detail(session, b)
+        return detail_of(session, b).to_json()
 
 
-def _action(request: Request, broadcast_id: int, name: str) -> dict[str, Any]:
-    rt = _rt(request)
+def _action(request: Request, rt: Runtime, broadcast_id: int, name: str) -> dict[str, Any]:
     act = control.ACTIONS[name]
     with rt.transaction() as session:
         _get(session, broadcast_id)
@@ -232,24 +224,24 @@ def _action(request: Request, broadcast_id: int, name: str) -> dict[str, Any]:
             b = act(session, broadcast_id, actor=actor(request), now=rt.clock())
         except IllegalTransition as err:
             raise _conflict(err) from None
-        return detail(session, b)
+        return detail_of(session, b).to_json()
 
 
 @router.post("/{broadcast_id}/unschedule", summary="Back to draft")
-def unschedule(request: Request, broadcast_id: RowId) -> dict[str, Any]:
-    return _action(request, broadcast_id, "unschedule")
+def unschedule(request: Request, rt: RuntimeDep, broadcast_id: RowId) -> dict[str, Any]:
+    return _action(request, rt, broadcast_id, "unschedule")
 
 
 @router.post("/{broadcast_id}/pause", summary="Stop sending now (queued emails are held)")
-def pause(request: Request, broadcast_id: RowId) -> dict[str, Any]:
-    return _action(request, broadcast_id, "pause")
+def pause(request: Request, rt: RuntimeDep, broadcast_id: RowId) -> dict[str, Any]:
+    return _action(request, rt, broadcast_id, "pause")
 
 
 @router.post("/{broadcast_id}/resume", summary="Carry on where it stopped (within a minute)")
-def resume(request: Request, broadcast_id: RowId) -> dict[str, Any]:
-    return _action(request, broadcast_id, "resume")
+def resume(request: Request, rt: RuntimeDep, broadcast_id: RowId) -> dict[str, Any]:
+    return _action(request, rt, broadcast_id, "resume")
 
 
 @router.post("/{broadcast_id}/cancel", summary="Stop for good; unsent emails are dropped")
-def cancel(request: Request, broadcast_id: RowId) -> dict[str, Any]:
-    return _action(request, broadcast_id, "cancel")
+def cancel(request: Request, rt: RuntimeDep, broadcast_id: RowId) -> dict[str, Any]:
+    return _action(request, rt, broadcast_id, "cancel")

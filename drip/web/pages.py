@@ -11,20 +11,20 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
 from drip.models import SubscriberStatus
-from drip.runtime import Runtime
 from drip.subscribers.confirm import ConfirmState, confirm
 from drip.subscribers.preferences import (
     Resubscribe,
     after_resubscribe,
     resubscribe,
     subscriber_from_token,
-    unsubscribe,
     update_preferences,
 )
 from drip.subscribers.signup import resend_confirmation, signup_and_confirm
 from drip.subscribers.validation import clean_signup, normalize_address
+from drip.web.deps import RuntimeDep, enqueue
 from drip.web.forms import NotAForm, client_ip, not_a_form, rate_limited, read_form, user_agent
 from drip.web.templating import page
 
@@ -32,11 +32,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 HONEYPOT = "website"
 TOKEN_MAX = 512
-
-
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
 
 
 def mask(email: str | None) -> str:
@@ -64,8 +59,7 @@ def signup_form(request: Request) -> Response:
 
 
 @router.post("/subscribe")
-async def subscribe(request: Request) -> Response:
-    rt = _rt(request)
+async def subscribe(request: Request, rt: RuntimeDep) -> Response:
     fields = await _limited_form(request, rt.settings.signup_rate_limit)
     if isinstance(fields, Response):
         return fields
@@ -87,7 +81,7 @@ async def subscribe(request: Request) -> Response:
     except InvalidInput as err:
         values = {k: v for k, v in fields.items() if k != HONEYPOT}
         return page(request, "signup.html", {"error": err, "values": values}, status=400)
-    await run_in_threadpool(signup_and_confirm, rt, data, "form")
+    await run_in_threadpool(signup_and_confirm, rt, data, "form", enqueue(request))
     return RedirectResponse(thanks, status_code=303)
 
 
@@ -97,8 +91,7 @@ def thanks(request: Request) -> Response:
 
 
 @router.get("/confirm/{token}")
-def confirm_link(request: Request, token: str) -> Response:
-    rt = _rt(request)
+def confirm_link(request: Request, rt: RuntimeDep, token: str) -> Response:
     if len(token) > TOKEN_MAX:
         return page(request, "confirm_failed.html", {"reason": "invalid"}, status=400)
     outcome = confirm(rt, token, ip=client_ip(request), user_agent=user_agent(request))
@@ -111,8 +104,7 @@ def confirm_link(request: Request, token: str) -> Response:
 
 
 @router.post("/confirm/resend")
-async def confirm_resend(request: Request) -> Response:
-    rt = _rt(request)
+async def confirm_resend(request: Request, rt: RuntimeDep) -> Response:
     fields = await _limited_form(request, rt.settings.signup_rate_limit)
     if isinstance(fields, Response):
         return fields
@@ -121,7 +113,7 @@ async def confirm_resend(request: Request) -> Response:
     except InvalidInput as err:
         context = {"reason": "resend", "error": err, "email": fields.get("email", "")}
         return page(request, "confirm_failed.html", context, status=400)
-    await run_in_threadpool(resend_confirmation, rt, email)
+    await run_in_threadpool(resend_confirmation, rt, email, enqueue(request))
     return page(request, "resend_sent.html")
 
 
@@ -130,9 +122,8 @@ def _bad_link(request: Request) -> Response:
 
 
 @router.get("/unsubscribe/{token}")
-def unsubscribe_page(request: Request, token: str) -> Response:
+def unsubscribe_page(request: Request, rt: RuntimeDep, token: str) -> Response:
     """Shows choices; never changes anything (link scanners fetch URLs with GET)."""
-    rt = _rt(request)
     with rt.sessions() as session:
         sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
         if sub is None:
@@ -152,11 +143,10 @@ def unsubscribe_page(request: Request, token: str) -> Response:
 
 
 @router.post("/unsubscribe/{token}")
-def unsubscribe_now(request: Request, token: str) -> Response:
+def unsubscribe_now(request: Request, rt: RuntimeDep, token: str) -> Response:
     """RFC 8058 one-click (body ``List-Unsubscribe=One-Click``) and the page's button: 200, no
     redirect, no cookie. Any POST to a genuine link unsubscribes: only people and mail
     providers POST, link scanners don't."""
-    rt = _rt(request)
     with rt.transaction() as session:
         sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
         if sub is None:
@@ -167,8 +157,7 @@ def unsubscribe_now(request: Request, token: str) -> Response:
 
 
 @router.post("/unsubscribe/{token}/preferences")
-async def save_preferences(request: Request, token: str) -> Response:
-    rt = _rt(request)
+async def save_preferences(request: Request, rt: RuntimeDep, token: str) -> Response:
     try:
         fields = await read_form(request)
     except NotAForm:
@@ -196,8 +185,7 @@ async def save_preferences(request: Request, token: str) -> Response:
 
 
 @router.post("/unsubscribe/{token}/resubscribe")
-def resubscribe_now(request: Request, token: str) -> Response:
-    rt = _rt(request)
+def resubscribe_now(request: Request, rt: RuntimeDep, token: str) -> Response:
     with rt.transaction() as session:
         sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
         if sub is None:
@@ -205,7 +193,7 @@ def resubscribe_now(request: Request, token: str) -> Response:
         outcome = resubscribe(
             rt, session, sub, ip=client_ip(request), user_agent=user_agent(request)
         )
-    after_resubscribe(rt, outcome)
+    after_resubscribe(outcome, enqueue(request))
     if outcome.state == Resubscribe.REFUSED:
         return page(request, "unsubscribed.html", {"token": token, "erased": True})
     return page(request, "resubscribed.html", {"token": token, "state": outcome.state})

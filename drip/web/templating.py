@@ -16,7 +16,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from drip.runtime import Runtime
+from drip.web.deps import runtime
 from drip.web.logs import request_id_var
 
 COURSE = "Glute Accelerator Crash Course"
@@ -40,7 +40,7 @@ def page(
     request: Request, name: str, context: Mapping[str, Any] | None = None, *, status: int = 200
 ) -> HTMLResponse:
     """Render ``templates/web/<name>`` with the shared context and the safety headers."""
-    rt: Runtime = request.app.state.rt
+    rt = runtime(request)
     env: Environment = request.app.state.pages
     nonce = secrets.token_urlsafe(16)
     settings = rt.settings

@@ -26,12 +26,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from drip.enrollments import stop_enrollments
+from drip.engine.enrollments import stop_enrollments
 from drip.errors import InvalidInput
 from drip.models import Conversion, Delivery, Subscriber, TrackingEvent
+from drip.store import store_for
 from drip.subscribers.validation import storable_text
 from drip.suppress import email_hash, normalize_email
 
@@ -185,9 +185,9 @@ def record_purchase(
     attributed = None
     if sub is not None:
         attributed = last_human_click(session, sub.id, purchase.time, window)
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     created = session.scalar(
-        insert(Conversion)
+        store_for(session)
+        .insert_ignore(Conversion, ["order_id"])
         .values(
             order_id=purchase.order_id,
             subscriber_id=sub.id if sub else None,
@@ -200,7 +200,6 @@ def record_purchase(
             attributed_delivery_id=attributed,
             raw=purchase.raw,
         )
-        .on_conflict_do_nothing(index_elements=["order_id"])
         .returning(Conversion.id)
     )
     if created is not None and sub is not None:

@@ -1,4 +1,5 @@
-"""SendGrid Event Webhook: lookup tables and one mapping function to :class:`~drip.events.Event`.
+"""SendGrid Event Webhook: lookup tables and one mapping function to
+:class:`~drip.ingest.events.Event`.
 
 SendGrid posts a JSON array of events. Each keeps its raw payload; ``custom_args`` come back as
 top-level keys (we send ``delivery_id`` and ``message_key``); ``sg_message_id`` starts with the
@@ -14,7 +15,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from drip.events import Event, EventType
+from drip.ingest.events import Event, EventType
 
 PROVIDER = "sendgrid"
 

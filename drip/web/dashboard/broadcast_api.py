@@ -15,7 +15,7 @@ session's CSRF token, like every other change.
 from __future__ import annotations
 
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -24,23 +24,22 @@ from starlette.datastructures import FormData
 
 from drip.broadcasts import preview
 from drip.broadcasts.compose import check_content
+from drip.broadcasts.queries import live_progress
 from drip.broadcasts.segments import audience_count, context_of, parse_segment
+from drip.broadcasts.status import BroadcastNotFound
 from drip.errors import InvalidInput
 from drip.models import Broadcast
-from drip.runtime import Runtime
 from drip.web.dashboard import broadcast_forms as forms
-from drip.web.dashboard.broadcasts import find, progress_of
 from drip.web.dashboard.rendering import email_frame
-from drip.web.dashboard.security import Admin, Checked, DashboardRoute
+from drip.web.dashboard.security import Admin, Checked, DashboardRoute, NotFound
+from drip.web.deps import RuntimeDep
 from drip.web.errors import error_json
 from drip.web.params import MAX_ID, RowId
 
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
+
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
-
-
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
 
 
 def _draft(form: FormData) -> Broadcast:
@@ -65,8 +64,7 @@ def _render(rt: Runtime, form: FormData) -> preview.Preview:
 
 
 @router.post("/api/broadcasts/render")
-async def render(request: Request, admin: Checked) -> Response:
-    rt = _rt(request)
+async def render(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     form = await request.form()
     try:
         shown = await run_in_threadpool(_render, rt, form)
@@ -78,8 +76,7 @@ async def render(request: Request, admin: Checked) -> Response:
 
 
 @router.post("/broadcasts/preview-frame")
-async def preview_frame(request: Request, admin: Checked) -> Response:
-    rt = _rt(request)
+async def preview_frame(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     form = await request.form()
     try:
         shown = await run_in_threadpool(_render, rt, form)
@@ -93,8 +90,7 @@ async def preview_frame(request: Request, admin: Checked) -> Response:
 
 
 @router.post("/api/broadcasts/audience")
-async def audience(request: Request, admin: Checked) -> Response:
-    rt = _rt(request)
+async def audience(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     form = await request.form()
 
     def count() -> dict[str, Any]:
@@ -110,7 +106,10 @@ async def audience(request: Request, admin: Checked) -> Response:
 
 
 @router.get("/api/broadcasts/{broadcast_id}/progress")
-def live_progress(request: Request, admin: Admin, broadcast_id: RowId) -> Response:
-    rt = _rt(request)
+def progress(admin: Admin, rt: RuntimeDep, broadcast_id: RowId) -> Response:
     with rt.sessions() as session:
-        return JSONResponse(progress_of(session, find(session, broadcast_id)))
+        try:
+            found = live_progress(session, broadcast_id)
+        except BroadcastNotFound:
+            raise NotFound("broadcast") from None
+    return JSONResponse(found.to_json())

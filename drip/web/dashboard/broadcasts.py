@@ -3,21 +3,22 @@
 Every action calls the function the admin API route calls (drip/web/broadcasts.py), in the same
 transaction shape, with ``dashboard:<account>`` as the actor of the audit trail. A refusal of
 drip.broadcasts (:class:`InvalidInput`, :class:`IllegalTransition`, a backend error on a test)
-comes back as the page with the message next to the form, never as a stack trace.
+comes back as the page with the message next to the form, never as a stack trace. What the pages
+show is read through :mod:`drip.broadcasts.queries` and handed to the templates in the admin
+API's JSON shape, so a page and the API cannot disagree.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from drip.broadcasts import compose, control, preview, zones
-from drip.broadcasts.results import detail, progress, results, summary
+from drip.broadcasts.queries import BroadcastSummary, broadcast_detail, list_broadcasts
+from drip.broadcasts.results import results
 from drip.broadcasts.status import (
     EDITABLE,
     FINAL,
@@ -27,14 +28,19 @@ from drip.broadcasts.status import (
     get_broadcast,
 )
 from drip.errors import BackendError, InvalidInput
-from drip.models import Broadcast
-from drip.runtime import Runtime
 from drip.web.dashboard import broadcast_forms as forms
 from drip.web.dashboard.cache import figure_cache
 from drip.web.dashboard.rendering import admin_page, email_frame
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute, NotFound
 from drip.web.dashboard.sessions import SignedIn
+from drip.web.deps import RuntimeDep, runtime
 from drip.web.params import Cursor, RowId
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from drip.models import Broadcast
+    from drip.runtime import Runtime
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 PAGE_SIZE = 20
@@ -50,11 +56,6 @@ NOTICES = {
 }
 DONE = {"unschedule": "unscheduled", "pause": "paused", "resume": "resumed", "cancel": "cancelled"}
 LIVE = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.SENDING, BroadcastStatus.PAUSED})
-
-
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
 
 
 def actor(admin: SignedIn) -> str:
@@ -74,36 +75,31 @@ def _done(broadcast_id: int, what: str) -> RedirectResponse:
 
 @router.get("/broadcasts")
 def broadcast_list(
-    request: Request, admin: Admin, before: Cursor = 0, status: str = ""
+    request: Request, admin: Admin, rt: RuntimeDep, before: Cursor = 0, status: str = ""
 ) -> Response:
-    rt = _rt(request)
+    shown = BroadcastStatus(status) if status in BroadcastStatus.__members__.values() else None
     with rt.sessions() as session:
-        stmt = select(Broadcast).order_by(Broadcast.id.desc()).limit(PAGE_SIZE + 1)
-        if before:
-            stmt = stmt.where(Broadcast.id < before)
-        if status in BroadcastStatus.__members__.values():
-            stmt = stmt.where(Broadcast.status == status)
-        rows = list(session.scalars(stmt))
-        more = len(rows) > PAGE_SIZE
-        items = [{**summary(b), "results": _results(request, session, b)} for b in rows[:PAGE_SIZE]]
+        page = list_broadcasts(session, status=shown, before=before or None, limit=PAGE_SIZE)
+        items = [{**b.to_json(), "results": _results(request, session, b)} for b in page.items]
     context = {
         "section": "broadcasts",
         "items": items,
         "status": status,
         "statuses": [s.value for s in BroadcastStatus],
-        "next_before": items[-1]["id"] if more and items else None,
+        "next_before": page.next_before,
         "before": before,
     }
     return admin_page(request, "broadcasts.html", context)
 
 
-def _results(request: Request, session: Session, b: Broadcast) -> dict[str, Any] | None:
+def _results(request: Request, session: Session, b: BroadcastSummary) -> dict[str, Any] | None:
     """A started broadcast's results for the list, cached like the other figures: each costs a
     few counts over its deliveries, and a list shows twenty."""
     if b.started_at is None:
         return None
-    found, _ = figure_cache(request).get(f"broadcast-results:{b.id}", lambda: results(session, b))
-    return found
+    key = f"broadcast-results:{b.id}"
+    found, _ = figure_cache(request).get(key, lambda: results(session, b.id))
+    return found.to_json()
 
 
 def _compose_context(
@@ -122,16 +118,14 @@ def _compose_context(
 
 
 @router.get("/broadcasts/new")
-def new_form(request: Request, admin: Admin) -> Response:
-    rt = _rt(request)
+def new_form(request: Request, rt: RuntimeDep, admin: Admin) -> Response:
     values = {"subject": "", "preheader": "", "body_md": "Hi {{ first_name }},\n\n"}
     context = {**_compose_context(rt, values, {}), "broadcast": None}
     return admin_page(request, "broadcast_compose.html", context)
 
 
 @router.post("/broadcasts/new")
-async def create(request: Request, admin: Checked) -> Response:
-    rt = _rt(request)
+async def create(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     form = await request.form()
     values = forms.content(form)
 
@@ -169,17 +163,20 @@ def _spec_or_empty(form: Any) -> dict[str, Any]:
 def _page(
     request: Request, broadcast_id: int, *, error: Any = None, status: int = 200, done: str = ""
 ) -> Response:
-    rt = _rt(request)
+    rt = runtime(request)
     with rt.sessions() as session:
-        b = find(session, broadcast_id)
-        shown = detail(session, b)
-    values = {k: shown[k] for k in ("subject", "preheader", "body_md")}
+        try:
+            found = broadcast_detail(session, broadcast_id)
+        except BroadcastNotFound:
+            raise NotFound("broadcast") from None
+    b = found.broadcast
+    values = {"subject": b.subject, "preheader": b.preheader, "body_md": found.body_md}
     context = {
-        **_compose_context(rt, values, shown["segment"] or {}),
-        "broadcast": shown,
-        "editable": shown["status"] in EDITABLE,
-        "live": shown["status"] in LIVE,
-        "final": shown["status"] in FINAL,
+        **_compose_context(rt, values, b.segment or {}),
+        "broadcast": found.to_json(),
+        "editable": b.status in EDITABLE,
+        "live": b.status in LIVE,
+        "final": b.status in FINAL,
         "error": error,
         "notice": NOTICES.get(done),
     }
@@ -192,8 +189,7 @@ def broadcast_page(request: Request, admin: Admin, broadcast_id: RowId, done: st
 
 
 @router.post("/broadcasts/{broadcast_id}/edit")
-async def edit(request: Request, admin: Checked, broadcast_id: RowId) -> Response:
-    rt = _rt(request)
+async def edit(request: Request, rt: RuntimeDep, admin: Checked, broadcast_id: RowId) -> Response:
     form = await request.form()
 
     def run() -> None:
@@ -224,8 +220,9 @@ async def _attempt(request: Request, broadcast_id: int, run: Any, done: str) -> 
 
 
 @router.post("/broadcasts/{broadcast_id}/test")
-async def send_test(request: Request, admin: Checked, broadcast_id: RowId) -> Response:
-    rt = _rt(request)
+async def send_test(
+    request: Request, rt: RuntimeDep, admin: Checked, broadcast_id: RowId
+) -> Response:
     addresses = forms.test_addresses(await request.form())
 
     def run() -> None:
@@ -239,8 +236,9 @@ async def send_test(request: Request, admin: Checked, broadcast_id: RowId) -> Re
 
 
 @router.post("/broadcasts/{broadcast_id}/schedule")
-async def schedule(request: Request, admin: Checked, broadcast_id: RowId) -> Response:
-    rt = _rt(request)
+async def schedule(
+    request: Request, rt: RuntimeDep, admin: Checked, broadcast_id: RowId
+) -> Response:
     form = await request.form()
 
     def run() -> None:
@@ -262,8 +260,9 @@ async def schedule(request: Request, admin: Checked, broadcast_id: RowId) -> Res
 
 
 @router.post("/broadcasts/{broadcast_id}/{action}")
-async def act(request: Request, admin: Checked, broadcast_id: RowId, action: str) -> Response:
-    rt = _rt(request)
+async def act(
+    request: Request, rt: RuntimeDep, admin: Checked, broadcast_id: RowId, action: str
+) -> Response:
     change = control.ACTIONS.get(action)
     if change is None:
         raise NotFound("action")
@@ -280,14 +279,8 @@ async def act(request: Request, admin: Checked, broadcast_id: RowId, action: str
 
 
 @router.get("/broadcasts/{broadcast_id}/email.html")
-def email_html(request: Request, admin: Admin, broadcast_id: RowId) -> Response:
+def email_html(rt: RuntimeDep, admin: Admin, broadcast_id: RowId) -> Response:
     """The saved broadcast as the segment's first subscriber gets it (the API's preview)."""
-    rt = _rt(request)
     with rt.sessions() as session:
         shown = preview.preview(rt, session, find(session, broadcast_id))
     return email_frame(shown.html)
-
-
-def progress_of(session: Session, b: Broadcast) -> dict[str, Any]:
-    """What the live progress view shows (the API's progress and results)."""
-    return {"status": b.status, "progress": progress(session, b), "results": results(session, b)}

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from drip.clock import Clock
+from drip.web.deps import runtime
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ def figure_cache(request: Request) -> FigureCache:
     state = request.app.state
     cache: FigureCache | None = getattr(state, "dashboard_cache", None)
     if cache is None:
-        rt = state.rt
+        rt = runtime(request)
         cache = FigureCache(rt.clock, rt.settings.admin_stats_cache_seconds)
         state.dashboard_cache = cache
     return cache

@@ -1,6 +1,7 @@
 """The course pages: every lesson and upsell email with its figures, its preview and checks.
 
-Figures come from :func:`drip.stats.collect` (cached, see :mod:`drip.web.dashboard.figures`).
+Figures come from :func:`drip.reports.stats.collect` (cached, see
+:mod:`drip.web.dashboard.figures`).
 The checks are ``drip lessons check`` run afresh on the content folder, so a lesson edited on
 disk since the server started shows its problems here before the next restart refuses it.
 Previews are rendered for the sample reader by a renderer without tracking.
@@ -10,19 +11,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from drip.content import Lesson, Sequence, check_library
+from drip.content.checks import check_library
+from drip.content.preview import SampleEmail, sample_email
+from drip.content.render import Renderer
+from drip.content.types import Lesson, Sequence
 from drip.errors import Problem
-from drip.preview import SampleEmail, sample_email
-from drip.render import Renderer
-from drip.runtime import Runtime
-from drip.stats import EmailStats
+from drip.reports.stats import EmailStats
 from drip.web.dashboard import figures
 from drip.web.dashboard.rendering import admin_page, email_frame
 from drip.web.dashboard.security import Admin, DashboardRoute, NotFound
+from drip.web.deps import RuntimeDep, runtime
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
@@ -37,16 +43,11 @@ class LessonRow:
     problems: list[Problem]
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
 def _preview_renderer(request: Request) -> Renderer:
     """One renderer per app without tracking (no pixel, no rewritten links in previews)."""
     renderer: Renderer | None = getattr(request.app.state, "preview_renderer", None)
     if renderer is None:
-        renderer = Renderer(_rt(request).settings)
+        renderer = Renderer(runtime(request).settings)
         request.app.state.preview_renderer = renderer
     return renderer
 
@@ -79,8 +80,7 @@ def _find(rt: Runtime, slug: str, position: int) -> tuple[Sequence, Lesson]:
 
 
 @router.get("/course")
-def course(request: Request, admin: Admin) -> Response:
-    rt = _rt(request)
+def course(request: Request, admin: Admin, rt: RuntimeDep) -> Response:
     stats, stats_at = figures.stats(request)
     per_key = figures.by_key(stats)
     problems = _problems(rt)
@@ -102,15 +102,16 @@ def course(request: Request, admin: Admin) -> Response:
 
 
 def _sample(request: Request, slug: str, position: int) -> tuple[Sequence, Lesson, SampleEmail]:
-    rt = _rt(request)
+    rt = runtime(request)
     seq, lesson = _find(rt, slug, position)
     email = sample_email(_preview_renderer(request), seq, lesson, public_url=rt.settings.public_url)
     return seq, lesson, email
 
 
 @router.get("/course/{slug}/{position}")
-def lesson_page(request: Request, admin: Admin, slug: str, position: int) -> Response:
-    rt = _rt(request)
+def lesson_page(
+    request: Request, admin: Admin, rt: RuntimeDep, slug: str, position: int
+) -> Response:
     seq, lesson, email = _sample(request, slug, position)
     stats, stats_at = figures.stats(request)
     problems = _problems(rt).get(str(lesson.path), [])

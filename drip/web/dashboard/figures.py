@@ -2,7 +2,7 @@
 
 Nothing is computed here that those lack: subscriber counts and growth come from
 :mod:`drip.subscribers.queries`, per-email results, the funnel and revenue from
-:func:`drip.stats.collect` (``GET /api/v1/admin/stats``). What this module adds is caching
+:func:`drip.reports.stats.collect` (``GET /api/v1/admin/stats``). What this module adds is caching
 (:mod:`drip.web.dashboard.cache`) and shaping for display: weeks from days, rates, money.
 """
 
@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 from fastapi import Request
 
-from drip.runtime import Runtime
-from drip.stats import EmailStats, Stats, collect
+from drip.reports.stats import EmailStats, Stats, collect
 from drip.subscribers.queries import DayCount, daily_growth, status_counts
 from drip.web.dashboard.cache import figure_cache
+from drip.web.deps import runtime
 
 DAYS_SHOWN = 30
 WEEKS_SHOWN = 26
@@ -30,14 +30,9 @@ class Period:
     confirmations: int
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
 def counts(request: Request) -> tuple[dict[str, int], datetime]:
     """Subscribers per status and the suppression list's size, and when they were counted."""
-    rt = _rt(request)
+    rt = runtime(request)
 
     def compute() -> dict[str, int]:
         with rt.sessions() as session:
@@ -47,8 +42,8 @@ def counts(request: Request) -> tuple[dict[str, int], datetime]:
 
 
 def stats(request: Request) -> tuple[Stats, datetime]:
-    """``drip.stats.collect`` for the course (cached like the counts)."""
-    rt = _rt(request)
+    """``drip.reports.stats.collect`` for the course (cached like the counts)."""
+    rt = runtime(request)
 
     def compute() -> Stats:
         with rt.sessions() as session:
@@ -61,7 +56,7 @@ def growth(request: Request, by: str) -> list[Period]:
     """Signups and confirmations per day (the last 30) or ISO week (the last 26), in the
     dashboard's zone. Both views share one computation of the 26 weeks' days (the day view is
     its tail)."""
-    rt = _rt(request)
+    rt = runtime(request)
     zone = rt.settings.dashboard_zone
     now = rt.clock().astimezone(zone)
     today = datetime(now.year, now.month, now.day, tzinfo=zone)  # local midnight

@@ -13,13 +13,13 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from drip.errors import InvalidInput
-from drip.runtime import Runtime
 from drip.web.dashboard import lockout
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import (
@@ -36,7 +36,11 @@ from drip.web.dashboard.security import (
 )
 from drip.web.dashboard.sessions import end_session, start_session
 from drip.web.dashboard.users import find_user, normalize_account, verify_password
+from drip.web.deps import RuntimeDep, runtime
 from drip.web.forms import NotAForm, client_ip, read_form, user_agent
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
@@ -51,11 +55,6 @@ class Outcome:
     retry_after: int | None = None  # locked out
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
 def _form(
     request: Request,
     *,
@@ -65,7 +64,7 @@ def _form(
     nonce: str | None = None,
     next_url: str = PREFIX,
 ) -> Response:
-    rt = _rt(request)
+    rt = runtime(request)
     login_cookie = cookie_name(rt.settings, "drip_admin_login")
     nonce = nonce or request.cookies.get(login_cookie) or secrets.token_urlsafe(24)
     context = {
@@ -117,7 +116,6 @@ def _sign_in(rt: Runtime, email: str, password: str, ip: str | None, agent: str 
             lockout.record_failure(write, account, ip, now, window=window)
             log.info("dashboard sign-in refused")
             return Outcome(error=WRONG)
-        user = write.merge(user)  # carries a re-hashed password along
         lockout.clear_account(write, account)
         cookie, _ = start_session(write, user, settings, now, ip=ip, user_agent=agent)
     log.info("dashboard sign-in", extra={"admin_user": user.id})
@@ -125,8 +123,7 @@ def _sign_in(rt: Runtime, email: str, password: str, ip: str | None, agent: str 
 
 
 @router.post("/login")
-async def login(request: Request) -> Response:
-    rt = _rt(request)
+async def login(request: Request, rt: RuntimeDep) -> Response:
     try:
         fields = await read_form(request)
     except NotAForm:
@@ -163,8 +160,7 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-def logout(request: Request, admin: Checked) -> Response:
-    rt = _rt(request)
+def logout(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     with rt.transaction() as session:
         end_session(session, admin.session_id)
     response = RedirectResponse(f"{PREFIX}/login?out=1", status_code=303)

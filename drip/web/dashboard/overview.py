@@ -7,29 +7,33 @@ figures: two small index counts, and a pause must not show a minute late.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from drip import sending_health
-from drip.runtime import Runtime
+from drip.reports import sending_health
 from drip.web.dashboard import figures
 from drip.web.dashboard.charts import funnel, grouped_bars
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, DashboardRoute
+from drip.web.deps import RuntimeDep
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
 
-def _attention(request: Request) -> sending_health.Attention:
-    rt: Runtime = request.app.state.rt
+def _attention(rt: Runtime) -> sending_health.Attention:
     with rt.sessions() as session:
         return sending_health.attention(session, rt.clock(), rt.settings.unknown_settle_minutes)
 
 
 @router.get("")
-def overview(request: Request, admin: Admin, by: Literal["week", "day"] = "week") -> Response:
+def overview(
+    request: Request, admin: Admin, rt: RuntimeDep, by: Literal["week", "day"] = "week"
+) -> Response:
     counts, counted_at = figures.counts(request)
     stats, stats_at = figures.stats(request)
     periods = figures.growth(request, by)
@@ -47,7 +51,7 @@ def overview(request: Request, admin: Admin, by: Literal["week", "day"] = "week"
     first = steps[0][1] if steps else 0
     context = {
         "section": "overview",
-        "attention": _attention(request),
+        "attention": _attention(rt),
         "counts": counts,
         "counted_at": counted_at,
         "stats_at": stats_at,

@@ -20,8 +20,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment
 
-from drip.runtime import Runtime
 from drip.web.dashboard.security import DashboardRoute, NotFound
+from drip.web.deps import runtime
 from drip.web.logs import request_id_var
 from drip.web.templating import COURSE, PROGRAM
 
@@ -87,7 +87,7 @@ def admin_page(
     request: Request, name: str, context: Mapping[str, Any] | None = None, *, status: int = 200
 ) -> HTMLResponse:
     """Render ``templates/web/admin/<name>`` with the shared context and the page headers."""
-    rt: Runtime = request.app.state.rt
+    rt = runtime(request)
     env: Environment = request.app.state.pages
     admin = getattr(request.state, "admin", None)
     shared: dict[str, Any] = {

@@ -19,7 +19,6 @@ from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 
-from drip.runtime import Runtime
 from drip.settings import Settings
 from drip.web.dashboard.sessions import (
     SignedIn,
@@ -28,6 +27,7 @@ from drip.web.dashboard.sessions import (
     session_id_of,
     touch,
 )
+from drip.web.deps import runtime
 from drip.web.errors import error_json
 from drip.web.forms import FORM_TYPES, MAX_FIELDS, content_type
 
@@ -113,14 +113,9 @@ class DashboardRoute(APIRoute):
         return handler
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
 def current_session(request: Request) -> SignedIn | None:
     """The signed-in account of this request, or None (refreshes the idle clock)."""
-    rt = _rt(request)
+    rt = runtime(request)
     session_id = session_id_of(request.cookies.get(cookie_name(rt.settings)), rt.settings)
     if session_id is None:
         return None

@@ -3,7 +3,7 @@
 What ``drip sending status``, ``drip deliveries unknown|failed`` show, with their actions as
 buttons: "Resume sending" (``drip sending resume``), "Resend" one unknown or failed email, and
 "Resend all unknown" (``drip deliveries resend --all-unknown``). The actions go through
-:mod:`drip.handover`, as the commands do; the ids reach the workers through the app's
+:mod:`drip.engine.handover`, as the commands do; the ids reach the workers through the app's
 ``enqueue`` (``create_app(enqueue=...)``; None: the Celery send task). Each action redirects back
 to the page with a short notice (``?done=...&n=...``), so a reload never repeats it.
 
@@ -18,12 +18,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from drip import handover, sending_health
+from drip.engine import handover
+from drip.engine.reconcile import settle_cutoff, waiting_rows
 from drip.models import DeliveryStatus
-from drip.reconcile import settle_cutoff, waiting_rows
-from drip.runtime import Runtime
+from drip.reports import sending_health
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute
+from drip.web.deps import RuntimeDep, enqueue
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
@@ -42,14 +43,8 @@ QUEUE_DOWN = (
 )
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
-def _enqueue(request: Request) -> handover.Enqueue | None:
-    found: handover.Enqueue | None = getattr(request.app.state, "enqueue", None)
-    return found
+def _enqueue(request: Request) -> handover.Enqueue:
+    return enqueue(request)
 
 
 def notice(done: str, n: int, queue_down: bool) -> str | None:
@@ -71,12 +66,12 @@ def _back(done: str, n: int, problem: str | None) -> RedirectResponse:
 @router.get("/sending")
 def sending_page(
     request: Request,
+    rt: RuntimeDep,
     admin: Admin,
     done: str = "",
     n: Annotated[int, Query(ge=0, le=10**9)] = 0,
     queue: str = "",
 ) -> Response:
-    rt = _rt(request)
     now = rt.clock()
     settle = rt.settings.unknown_settle_minutes
     with rt.sessions() as session:
@@ -99,18 +94,18 @@ def sending_page(
 
 
 @router.post("/sending/resume")
-def resume(request: Request, admin: Checked) -> Response:
+def resume(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     """Lift the pause and hand every waiting email to the workers (``drip sending resume``)."""
-    resumed = handover.resume_sending(_rt(request), _enqueue(request))
+    resumed = handover.resume_sending(rt, _enqueue(request))
     log.warning("sending resumed from the dashboard by %s", admin.email)
     done = "resumed" if resumed.was_paused else "running"
     return _back(done, len(resumed.handed), resumed.problem)
 
 
 @router.post("/sending/resend-unknown")
-def resend_unknown(request: Request, admin: Checked) -> Response:
+def resend_unknown(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     """Every unknown email past the settle time, queued again (a person's decision)."""
-    resent = handover.resend_deliveries(_rt(request), all_unknown=True, enqueue=_enqueue(request))
+    resent = handover.resend_deliveries(rt, all_unknown=True, enqueue=_enqueue(request))
     log.warning(
         "%d unknown emails queued again from the dashboard by %s", len(resent.queued), admin.email
     )
@@ -118,9 +113,11 @@ def resend_unknown(request: Request, admin: Checked) -> Response:
 
 
 @router.post("/sending/{delivery_id}/resend")
-def resend_one(request: Request, admin: Checked, delivery_id: DeliveryId) -> Response:
+def resend_one(
+    request: Request, rt: RuntimeDep, admin: Checked, delivery_id: DeliveryId
+) -> Response:
     """One unknown or failed email queued again; any other is left alone."""
-    resent = handover.resend_deliveries(_rt(request), [delivery_id], enqueue=_enqueue(request))
+    resent = handover.resend_deliveries(rt, [delivery_id], enqueue=_enqueue(request))
     queued = len(resent.queued)
     log.warning(
         "delivery %d resent from the dashboard by %s (%d queued)", delivery_id, admin.email, queued

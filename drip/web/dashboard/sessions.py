@@ -54,8 +54,13 @@ def start_session(
     user_agent: str | None,
 ) -> tuple[str, SignedIn]:
     """A new session for ``user``: the cookie value and who is signed in. Expired rows of
-    every account are removed on the way (sign-ins are rare, so this is where it is cheap)."""
+    every account are removed on the way (sign-ins are rare, so this is where it is cheap).
+
+    ``user`` may come from another session (sign-in verifies the password outside any
+    transaction): it is merged into this one, so a re-hashed password is written along with
+    ``last_login_at``."""
     session.execute(delete(AdminSession).where(AdminSession.expires_at <= now))
+    user = session.merge(user)
     token = secrets.token_urlsafe(32)
     row = AdminSession(
         id=_digest(token),

@@ -9,26 +9,28 @@ for people; the buttons call what the admin API calls, with ``dashboard`` as the
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
-from drip.models import Subscriber, Tag
-from drip.runtime import Runtime
 from drip.subscribers.gdpr import erase_subscriber, export_subscriber
-from drip.subscribers.preferences import unsubscribe
-from drip.subscribers.queries import COURSE_STATES, list_subscribers
+from drip.subscribers.queries import COURSE_STATES, find_subscriber, list_subscribers, tag_names
 from drip.web.admin import upsell_slugs
 from drip.web.dashboard import figures
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute, NotFound
+from drip.web.deps import RuntimeDep
 from drip.web.forms import read_form
 from drip.web.params import Cursor, RowId
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from drip.models import Subscriber
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 PAGE_SIZE = 50
@@ -42,13 +44,8 @@ NOTICES = {
 }
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
-
-
 def _get(session: Session, subscriber_id: int) -> Subscriber:
-    sub = session.get(Subscriber, subscriber_id)
+    sub = find_subscriber(session, subscriber_id)
     if sub is None:
         raise NotFound("subscriber")
     return sub
@@ -57,6 +54,7 @@ def _get(session: Session, subscriber_id: int) -> Subscriber:
 @router.get("/subscribers")
 def subscriber_list(
     request: Request,
+    rt: RuntimeDep,
     admin: Admin,
     q: str = Query("", max_length=320),
     status: Literal["", "active", "pending", "unsubscribed", "erased"] = "",
@@ -65,10 +63,9 @@ def subscriber_list(
     after: Cursor = 0,
     before: RowId | None = None,
 ) -> Response:
-    rt = _rt(request)
     error = None
     with rt.sessions() as session:
-        tags = list(session.scalars(select(Tag.name).order_by(Tag.name).limit(TAGS_SHOWN)))
+        tags = tag_names(session, TAGS_SHOWN)
         try:
             page = list_subscribers(
                 session,
@@ -120,9 +117,8 @@ def _timeline(export: dict[str, Any]) -> list[dict[str, Any]]:
 
 @router.get("/subscribers/{subscriber_id}")
 def subscriber_page(
-    request: Request, admin: Admin, subscriber_id: RowId, done: str = ""
+    request: Request, rt: RuntimeDep, admin: Admin, subscriber_id: RowId, done: str = ""
 ) -> Response:
-    rt = _rt(request)
     with rt.sessions() as session:
         export = export_subscriber(session, _get(session, subscriber_id), rt.clock())
     lengths = {slug: seq.length for slug, seq in rt.library.items()}
@@ -145,8 +141,9 @@ def _back(subscriber_id: int, done: str) -> RedirectResponse:
 
 
 @router.post("/subscribers/{subscriber_id}/unsubscribe")
-def unsubscribe_(request: Request, admin: Checked, subscriber_id: RowId) -> Response:
-    rt = _rt(request)
+def unsubscribe_(
+    request: Request, rt: RuntimeDep, admin: Checked, subscriber_id: RowId
+) -> Response:
     with rt.transaction() as session:
         changed = unsubscribe(session, _get(session, subscriber_id), rt.clock(), "dashboard")
     figures.forget(request)
@@ -154,8 +151,7 @@ def unsubscribe_(request: Request, admin: Checked, subscriber_id: RowId) -> Resp
 
 
 @router.get("/subscribers/{subscriber_id}/export.json")
-def export(request: Request, admin: Admin, subscriber_id: RowId) -> Response:
-    rt = _rt(request)
+def export(request: Request, rt: RuntimeDep, admin: Admin, subscriber_id: RowId) -> Response:
     with rt.sessions() as session:
         data = export_subscriber(session, _get(session, subscriber_id), rt.clock())
     return Response(
@@ -169,8 +165,7 @@ def export(request: Request, admin: Admin, subscriber_id: RowId) -> Response:
 
 
 @router.get("/subscribers/{subscriber_id}/erase")
-def erase_confirm(request: Request, admin: Admin, subscriber_id: RowId) -> Response:
-    rt = _rt(request)
+def erase_confirm(request: Request, rt: RuntimeDep, admin: Admin, subscriber_id: RowId) -> Response:
     with rt.sessions() as session:
         sub = _get(session, subscriber_id)
         context = {"section": "subscribers", "sub_id": sub.id, "email": sub.email}
@@ -178,8 +173,7 @@ def erase_confirm(request: Request, admin: Admin, subscriber_id: RowId) -> Respo
 
 
 @router.post("/subscribers/{subscriber_id}/erase")
-async def erase(request: Request, admin: Checked, subscriber_id: RowId) -> Response:
-    rt = _rt(request)
+async def erase(request: Request, rt: RuntimeDep, admin: Checked, subscriber_id: RowId) -> Response:
     typed = (await read_form(request)).get("confirm_email", "").strip().lower()
 
     def run() -> tuple[bool | None, str | None]:

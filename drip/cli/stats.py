@@ -1,0 +1,184 @@
+"""``drip stats`` (tables or ``--json``) and ``drip tracking drain|rebuild``.
+
+The report ends with how sending is doing (:mod:`drip.reports.sending_health`): paused or running,
+the
+deliveries queued, sending, unknown and failed, and the command to run when some need a person.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from drip.cli.support import runtime_or_exit as _runtime
+from drip.errors import ContentError, SettingsError
+
+if TYPE_CHECKING:
+    from drip.reports.sending_health import SendingHealth
+    from drip.reports.stats import Revenue, Stats
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _money(revenue: Revenue) -> str:
+    if not revenue:
+        return "-"
+    return ", ".join(f"{cur} {cents / 100:,.2f}" for cur, cents in sorted(revenue.items()))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned first column, right-aligned figures, two spaces between columns."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def render_sending(health: SendingHealth) -> list[str]:
+    """Paused or running, the deliveries per unsettled state, and what to run about them."""
+    from drip.reports.sending_health import RECENT_FAILURES
+
+    pause = health.attention.pause
+    state = "running" if pause is None else f"PAUSED ({pause.reason})"
+    notes = {
+        "unknown": f"({health.attention.unknown_due:,} need a person, "
+        f"{health.unknown_awaiting:,} await the provider)",
+        "failed": f"({health.attention.failed_recent:,} in the last {RECENT_FAILURES.days} days)",
+    }
+    states = list(health.counts.items())
+    header, rule, *lines = _table(["state", "emails"], [[s, f"{n:,}"] for s, n in states])
+    noted = [
+        f"{line}  {notes[name]}" if name in notes else line
+        for line, (name, _) in zip(lines, states, strict=True)
+    ]
+    return [f"Sending: {state}", header, rule, *noted, *health.advice()]
+
+
+def render(stats: Stats) -> str:
+    """The terminal report: emails, sequences, funnel, sending."""
+    headers = ["email", "sent", "deliv", "bounce", "opens", "clicks", "CTO", "unsub", "spam"]
+    headers += ["conv", "conv%", "revenue"]
+    rows = [
+        [
+            e.message_key,
+            f"{e.sent:,}",
+            f"{e.delivered:,}",
+            f"{e.bounced:,}",
+            f"{e.opened:,}",
+            f"{e.clicked:,}",
+            _pct(e.click_to_open),
+            f"{e.unsubscribed:,}",
+            f"{e.complained:,}",
+            f"{e.conversions:,}",
+            _pct(e.conversion_rate),
+            _money(e.revenue),
+        ]
+        for e in stats.emails
+    ]
+    out = ["Emails (opens and clicks: unique, human)", *_table(headers, rows), ""]
+    seq_rows = [
+        [
+            s.slug,
+            s.kind,
+            f"{s.recipients:,}",
+            f"{s.conversions:,}",
+            _pct(s.conversion_rate),
+            _money(s.revenue),
+        ]
+        for s in stats.sequences
+    ]
+    out += [
+        "Sequences",
+        *_table(["sequence", "kind", "recipients", "conv", "conv%", "revenue"], seq_rows),
+        "",
+    ]
+    funnel = stats.funnel
+    base = funnel.signed_up
+    steps = [[name, f"{n:,}", _pct(n / base if base else None)] for name, n in funnel.steps()]
+    out += [f"Funnel ({funnel.sequence})", *_table(["step", "people", "of signups"], steps), ""]
+    out.append(
+        f"Not credited to an email: {stats.unattributed_conversions:,} purchase(s), "
+        f"{_money(stats.unattributed_revenue)}; buyers who are not subscribers: "
+        f"{stats.unknown_buyers:,}"
+    )
+    out += ["", *render_sending(stats.sending)]
+    return "\n".join(out)
+
+
+@click.command()
+@click.option("--json", "as_json_", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--rebuild", is_flag=True, help="Recompute the rollups from the raw rows first.")
+def stats(as_json_: bool, rebuild: bool) -> None:
+    """Per-email figures, conversions, the course funnel, and how sending is doing."""
+    from drip import engagement
+    from drip.clock import system_clock
+    from drip.content.loading import load_library
+    from drip.db import make_engine, session_factory
+    from drip.reports.stats import as_json, collect
+    from drip.settings import get_settings
+
+    # Only what the figures need (settings, database, sequences), not a whole Runtime: the
+    # renderer and the email backend would double the start-up time of the command.
+    try:
+        settings = get_settings()
+        library = load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
+    except SettingsError as err:
+        click.echo(f"drip: {err}", err=True)
+        sys.exit(2)
+    except ContentError as err:
+        for problem in err.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    if rebuild:
+        with sessions() as session, session.begin():
+            engagement.rebuild(session)
+    with sessions() as session:
+        figures = collect(
+            session,
+            library,
+            settings.course_sequence,
+            system_clock(),
+            unknown_settle_minutes=settings.unknown_settle_minutes,
+        )
+    engine.dispose()
+    if as_json_:
+        click.echo(json.dumps(as_json(figures), indent=2))
+    else:
+        click.echo(render(figures))
+
+
+@click.group()
+def tracking() -> None:
+    """Open and click tracking: the Redis stream and the rollups."""
+
+
+@tracking.command("drain")
+@click.option("--forever", is_flag=True, help="Keep draining (every DRIP_TRACKING_DRAIN_SECONDS).")
+def tracking_drain(forever: bool) -> None:
+    """Move queued opens and clicks from Redis into the database."""
+    from drip.ingest.stream import drain
+
+    rt = _runtime()
+    while True:
+        report = drain(rt)
+        if report.entries or not forever:
+            click.echo(
+                f"drained {report.entries} entries in {report.batches} batch(es): "
+                f"{report.stored} stored, {report.duplicates} duplicates, "
+                f"{report.malformed} malformed"
+            )
+        if not forever:
+            return
+        time.sleep(rt.settings.tracking_drain_seconds)

@@ -1,0 +1,58 @@
+"""What new events do to subscribers, a batch at a time: suppress, stop, unsubscribe.
+
+- ``suppress`` ("bounce" or "complaint"): the address joins the suppression list (salted hash,
+  first reason kept) and the subscriber's active enrollments stop; the send path also checks the
+  list right before every send, so a queued email to that address is skipped.
+- ``unsubscribe``: the subscriber is unsubscribed through
+  :func:`drip.subscribers.preferences.unsubscribe_many`, the one path that records the consent
+  change.
+
+A few statements per batch whatever its size: a SendGrid batch of 1,000 events may carry dozens
+of bounces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+from drip.engine.consent import unsubscribe_many  # the one unsubscribe path
+from drip.engine.enrollments import stop_enrollments_of
+from drip.suppress import normalize_email, suppress_addresses
+
+if TYPE_CHECKING:
+    from drip.engagement import First
+    from drip.ingest.events import Event
+
+log = logging.getLogger(__name__)
+
+
+def apply_effects(
+    session: Session, events: Sequence[Event], now: datetime, firsts: list[First]
+) -> tuple[int, int]:
+    """Apply the effects of newly stored ``events``; returns (suppressed, unsubscribed).
+
+    The emails that unsubscribes are credited to add their firsts to ``firsts``, which the
+    caller records with the batch's own (:func:`drip.engagement.record_firsts`).
+    """
+    to_suppress: dict[str, tuple[str, str]] = {}
+    to_stop: dict[str, set[int]] = defaultdict(set)
+    to_unsubscribe: set[int] = set()
+    for e in events:
+        if e.suppress and e.email:
+            detail = f"{e.provider}: {e.reason or e.type}"
+            to_suppress.setdefault(normalize_email(e.email), (e.suppress, detail))
+            if e.subscriber_id is not None:
+                to_stop[e.suppress].add(e.subscriber_id)
+        if e.unsubscribe and e.subscriber_id is not None:
+            to_unsubscribe.add(e.subscriber_id)
+    suppressed = suppress_addresses(session, to_suppress, now)
+    for reason, ids in sorted(to_stop.items()):
+        stop_enrollments_of(session, ids, reason)
+    unsubscribed = len(unsubscribe_many(session, to_unsubscribe, now, "provider-event", firsts))
+    return suppressed, unsubscribed
