@@ -25,19 +25,19 @@ class PrekeyedHmac:
         self._inner = digest(bytes(b ^ 0x36 for b in key))
         self._outer = digest(bytes(b ^ 0x5C for b in key))
 
-    def digest(self, message: bytes) -> bytes:
+    def _hashed(self, message: bytes) -> Any:
+        """The outer hash of ``message``, done: :meth:`digest` and :meth:`hexdigest` read it."""
         inner = self._inner.copy()
         inner.update(message)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return bytes(outer.digest())
+        return outer
+
+    def digest(self, message: bytes) -> bytes:
+        return bytes(self._hashed(message).digest())
 
     def hexdigest(self, message: bytes) -> str:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return str(outer.hexdigest())
+        return str(self._hashed(message).hexdigest())
 
 
 @lru_cache(maxsize=32)

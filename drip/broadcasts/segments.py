@@ -39,8 +39,6 @@ from sqlalchemy.orm import Session
 
 from drip.errors import InvalidInput
 from drip.models import (
-    Enrollment,
-    EnrollmentStatus,
     Subscriber,
     SubscriberStatus,
     SubscriberTag,
@@ -48,6 +46,7 @@ from drip.models import (
     Tag,
     TrackingEvent,
 )
+from drip.subscribers.queries import course_state_filter
 from drip.subscribers.validation import clean_tags
 from drip.suppress import hash_with, salt
 
@@ -250,24 +249,11 @@ def _has_tag(tag_ids: list[int]) -> ColumnElement[bool]:
     )
 
 
-def _enrolled(sequences: Sequence[str], status: str) -> ColumnElement[bool]:
-    return exists().where(
-        Enrollment.subscriber_id == Subscriber.id,
-        Enrollment.sequence.in_(list(sequences)),
-        Enrollment.status == status,
-    )
-
-
 def _state(state: str, ctx: SegmentContext) -> ColumnElement[bool]:
-    if state == "in_course":
-        return _enrolled([ctx.course], EnrollmentStatus.ACTIVE)
-    if state == "completed_course":
-        return _enrolled([ctx.course], EnrollmentStatus.COMPLETED)
-    if state == "in_upsell":
-        return _enrolled(ctx.upsells, EnrollmentStatus.ACTIVE)
-    if state == "converted":
-        return Subscriber.converted_at.is_not(None)
-    return Subscriber.converted_at.is_(None)
+    """One of :data:`STATES`: the subscriber list's course states, plus ``not_converted``."""
+    if state == "not_converted":
+        return Subscriber.converted_at.is_(None)
+    return course_state_filter(state, ctx.course, ctx.upsells)
 
 
 def segment_filter(

@@ -124,9 +124,18 @@ def _verdict(word: Word, status: str, error: str | None, now: datetime) -> dict[
 
 
 def waiting_rows(
-    session: Session, status: str, *, older_than: datetime | None = None, limit: int = 1000
+    session: Session,
+    status: str,
+    *,
+    older_than: datetime | None = None,
+    limit: int = 1000,
+    newest_first: bool = False,
 ) -> list[Row[Any]]:
-    """Deliveries in ``status`` (``unknown`` or ``failed``), oldest first, with their address."""
+    """Deliveries in ``status`` (``unknown`` or ``failed``), oldest first (or newest first),
+    with their address."""
+    order: tuple[Any, ...] = (Delivery.updated_at, Delivery.id)
+    if newest_first:
+        order = (Delivery.updated_at.desc(), Delivery.id.desc())
     stmt = (
         select(
             Delivery.id,
@@ -138,7 +147,7 @@ def waiting_rows(
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(Delivery.status == status)
-        .order_by(Delivery.updated_at, Delivery.id)
+        .order_by(*order)
         .limit(limit)
     )
     if older_than is not None:

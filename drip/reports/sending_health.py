@@ -21,8 +21,8 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from drip.engine import pause as engine_state
-from drip.engine.reconcile import counts_by_status, settle_cutoff
-from drip.models import Delivery, DeliveryStatus, EngineState, Subscriber
+from drip.engine.reconcile import counts_by_status, settle_cutoff, waiting_rows
+from drip.models import Delivery, DeliveryStatus, EngineState
 
 RECENT_FAILURES = timedelta(days=7)
 
@@ -136,23 +136,8 @@ def collect(session: Session, now: datetime, settle_minutes: int) -> SendingHeal
 
 
 def newest_rows(session: Session, status: str, limit: int = 100) -> list[Row[Any]]:
-    """Deliveries in ``status``, newest first, with the columns of
-    drip.engine.reconcile.waiting_rows."""
-    stmt = (
-        select(
-            Delivery.id,
-            Subscriber.email,
-            Delivery.message_key,
-            Delivery.kind,
-            Delivery.error,
-            Delivery.updated_at,
-        )
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.status == status)
-        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
-        .limit(limit)
-    )
-    return list(session.execute(stmt).all())
+    """Deliveries in ``status``, newest first: drip.engine.reconcile.waiting_rows' query."""
+    return waiting_rows(session, status, limit=limit, newest_first=True)
 
 
 def as_json(health: SendingHealth) -> dict[str, Any]:

@@ -45,18 +45,18 @@ COURSE_STATES = {
 }
 
 
-def _enrolled(sequences: Sequence[str], *statuses: str) -> ColumnElement[bool]:
+def _enrolled(sequences: Sequence[str], status: str) -> ColumnElement[bool]:
     return exists().where(
         Enrollment.subscriber_id == Subscriber.id,
         Enrollment.sequence.in_(list(sequences)),
-        Enrollment.status.in_(statuses),
+        Enrollment.status == status,
     )
 
 
 def course_state_filter(state: str, course: str, upsells: Sequence[str]) -> ColumnElement[bool]:
-    """The ``WHERE`` for one of :data:`COURSE_STATES`; :class:`InvalidInput` on ``state``
-    otherwise. Each is an indexed probe per subscriber (enrollments are unique per
-    subscriber and sequence)."""
+    """The ``WHERE`` for one of :data:`COURSE_STATES` (a broadcast segment's states too, see
+    drip.broadcasts.segments); :class:`InvalidInput` on ``state`` otherwise. Each is an indexed
+    probe per subscriber (enrollments are unique per subscriber and sequence)."""
     if state == "not_started":
         return ~exists().where(
             Enrollment.subscriber_id == Subscriber.id, Enrollment.sequence == course

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -98,8 +99,18 @@ def _get(session: Session, broadcast_id: int, *, lock: bool = False) -> Broadcas
         raise ApiError(404, "broadcast_id", f"no broadcast {broadcast_id}") from None
 
 
-def _conflict(err: IllegalTransition) -> ApiError:
-    return ApiError(409, "status", str(err))
+def _change(
+    rt: Runtime, broadcast_id: int, change: Callable[[Session], Broadcast]
+) -> dict[str, Any]:
+    """Run ``change`` on an existing broadcast in one transaction: 404 for an unknown broadcast,
+    409 for a change the status machine refuses, else the broadcast's detail."""
+    with rt.transaction() as session:
+        _get(session, broadcast_id)
+        try:
+            b = change(session)
+        except IllegalTransition as err:
+            raise ApiError(409, "status", str(err)) from None
+        return detail_of(session, b).to_json()
 
 
 @router.get("", summary="List broadcasts, newest first")
@@ -138,20 +149,18 @@ def show(rt: RuntimeDep, broadcast_id: RowId) -> dict[str, Any]:
 def update(
     request: Request, rt: RuntimeDep, broadcast_id: RowId, body: BroadcastChange
 ) -> dict[str, Any]:
-    with rt.transaction() as session:
-        _get(session, broadcast_id)
-        try:
-            b = compose.update_broadcast(
-                session,
-                rt,
-                broadcast_id,
-                changes=body.model_dump(exclude_unset=True),
-                actor=actor(request),
-                now=rt.clock(),
-            )
-        except IllegalTransition as err:
-            raise _conflict(err) from None
-        return detail_of(session, b).to_json()
+    return _change(
+        rt,
+        broadcast_id,
+        lambda session: compose.update_broadcast(
+            session,
+            rt,
+            broadcast_id,
+            changes=body.model_dump(exclude_unset=True),
+            actor=actor(request),
+            now=rt.clock(),
+        ),
+    )
 
 
 @router.get("/{broadcast_id}/audience", summary="How many subscribers its segment holds now")
@@ -198,33 +207,29 @@ def test(request: Request, rt: RuntimeDep, broadcast_id: RowId, body: TestIn) ->
 def schedule(
     request: Request, rt: RuntimeDep, broadcast_id: RowId, body: ScheduleIn
 ) -> dict[str, Any]:
-    with rt.transaction() as session:
-        _get(session, broadcast_id)
-        try:
-            b = zones.schedule(
-                session,
-                rt,
-                broadcast_id,
-                at=body.at,
-                local_time=body.local_time,
-                past_zones=body.past_zones,
-                actor=actor(request),
-                now=rt.clock(),
-            )
-        except IllegalTransition as err:
-            raise _conflict(err) from None
-        return detail_of(session, b).to_json()
+    return _change(
+        rt,
+        broadcast_id,
+        lambda session: zones.schedule(
+            session,
+            rt,
+            broadcast_id,
+            at=body.at,
+            local_time=body.local_time,
+            past_zones=body.past_zones,
+            actor=actor(request),
+            now=rt.clock(),
+        ),
+    )
 
 
 def _action(request: Request, rt: Runtime, broadcast_id: int, name: str) -> dict[str, Any]:
     act = control.ACTIONS[name]
-    with rt.transaction() as session:
-        _get(session, broadcast_id)
-        try:
-            b = act(session, broadcast_id, actor=actor(request), now=rt.clock())
-        except IllegalTransition as err:
-            raise _conflict(err) from None
-        return detail_of(session, b).to_json()
+    return _change(
+        rt,
+        broadcast_id,
+        lambda session: act(session, broadcast_id, actor=actor(request), now=rt.clock()),
+    )
 
 
 @router.post("/{broadcast_id}/unschedule", summary="Back to draft")

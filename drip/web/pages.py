@@ -6,6 +6,7 @@ These paths are pasted into other people's websites and into every email: keep t
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -27,6 +28,12 @@ from drip.subscribers.validation import clean_signup, normalize_address
 from drip.web.deps import RuntimeDep, enqueue
 from drip.web.forms import NotAForm, client_ip, not_a_form, rate_limited, read_form, user_agent
 from drip.web.templating import page
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from drip.models import Subscriber
+    from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -121,11 +128,20 @@ def _bad_link(request: Request) -> Response:
     return page(request, "link_invalid.html", status=400)
 
 
+def _holder(rt: Runtime, session: Session, token: str) -> Subscriber | None:
+    """The subscriber an unsubscribe link's token names, None for a bad or unknown token."""
+    return subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+
+
+def _unsubscribed(request: Request, token: str, *, erased: bool) -> Response:
+    return page(request, "unsubscribed.html", {"token": token, "erased": erased})
+
+
 @router.get("/unsubscribe/{token}")
 def unsubscribe_page(request: Request, rt: RuntimeDep, token: str) -> Response:
     """Shows choices; never changes anything (link scanners fetch URLs with GET)."""
     with rt.sessions() as session:
-        sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+        sub = _holder(rt, session, token)
         if sub is None:
             return _bad_link(request)
         context = {
@@ -136,9 +152,9 @@ def unsubscribe_page(request: Request, rt: RuntimeDep, token: str) -> Response:
             "newsletter": sub.newsletter,
         }
     if sub.status == SubscriberStatus.ERASED:
-        return page(request, "unsubscribed.html", {"token": token, "erased": True})
+        return _unsubscribed(request, token, erased=True)
     if sub.status == SubscriberStatus.UNSUBSCRIBED:
-        return page(request, "unsubscribed.html", {"token": token, "erased": False})
+        return _unsubscribed(request, token, erased=False)
     return page(request, "unsubscribe.html", context)
 
 
@@ -148,12 +164,12 @@ def unsubscribe_now(request: Request, rt: RuntimeDep, token: str) -> Response:
     redirect, no cookie. Any POST to a genuine link unsubscribes: only people and mail
     providers POST, link scanners don't."""
     with rt.transaction() as session:
-        sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+        sub = _holder(rt, session, token)
         if sub is None:
             return _bad_link(request)
         erased = sub.status == SubscriberStatus.ERASED
         unsubscribe(session, sub, rt.clock(), "unsubscribe-link")
-    return page(request, "unsubscribed.html", {"token": token, "erased": erased})
+    return _unsubscribed(request, token, erased=erased)
 
 
 @router.post("/unsubscribe/{token}/preferences")
@@ -167,7 +183,7 @@ async def save_preferences(request: Request, rt: RuntimeDep, token: str) -> Resp
 
     def store() -> tuple[bool, bool] | None:
         with rt.transaction() as session:
-            sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+            sub = _holder(rt, session, token)
             if sub is None:
                 return None
             erased = sub.status == SubscriberStatus.ERASED
@@ -179,7 +195,7 @@ async def save_preferences(request: Request, rt: RuntimeDep, token: str) -> Resp
         return _bad_link(request)
     unsubscribed, erased = result
     if unsubscribed or erased:
-        return page(request, "unsubscribed.html", {"token": token, "erased": erased})
+        return _unsubscribed(request, token, erased=erased)
     context = {"token": token, "course_emails": course, "newsletter": news}
     return page(request, "preferences_saved.html", context)
 
@@ -187,7 +203,7 @@ async def save_preferences(request: Request, rt: RuntimeDep, token: str) -> Resp
 @router.post("/unsubscribe/{token}/resubscribe")
 def resubscribe_now(request: Request, rt: RuntimeDep, token: str) -> Response:
     with rt.transaction() as session:
-        sub = subscriber_from_token(session, rt.secret, token[:TOKEN_MAX])
+        sub = _holder(rt, session, token)
         if sub is None:
             return _bad_link(request)
         outcome = resubscribe(
@@ -195,5 +211,5 @@ def resubscribe_now(request: Request, rt: RuntimeDep, token: str) -> Response:
         )
     after_resubscribe(outcome, enqueue(request))
     if outcome.state == Resubscribe.REFUSED:
-        return page(request, "unsubscribed.html", {"token": token, "erased": True})
+        return _unsubscribed(request, token, erased=True)
     return page(request, "resubscribed.html", {"token": token, "state": outcome.state})
