@@ -14,11 +14,11 @@ Contract (see :mod:`drip.esp.base`); a request has one of these outcomes:
   answer, a torn answer, the deadline passed after sending): :class:`AmbiguousBackendError`;
   SendGrid may have the emails, so they must not be sent again blindly.
 - **429 or 5xx**: :class:`ThrottledBackendError` (nothing sent), ``retry_after`` from
-  ``Retry-After`` (delta seconds or an HTTP-date), else, for 429, ``X-RateLimit-Reset`` (epoch
-  seconds, against the injected clock); None without a hint. ``Retry-After`` wins when both
-  are there: it is the answer's own word on when to come back, while the reset is the end of
-  the whole window (waiting for the later one left a quarter of the allowed rate unused in
-  bench/throttled.py).
+  ``Retry-After`` (delta seconds or an HTTP-date) and, for 429, ``X-RateLimit-Reset`` (epoch
+  seconds, against the injected clock): the earlier of the two; None without a hint. Both are
+  upper bounds of the moment capacity returns, in whole seconds: ``Retry-After`` rounds the wait
+  up, the reset names the second it ends, so the earlier one wastes less of the allowed rate
+  (the later left a quarter of it unused in bench/throttled.py, Retry-After alone a fifth).
 - **Any other 4xx** (400, 401, 403, 413, ...): :class:`PermanentBackendError` carrying
   SendGrid's error messages.
 
@@ -454,15 +454,16 @@ class SendGridBackend(EmailBackend):
         return PermanentBackendError(text, status=status)
 
     def _retry_after(self, headers: Any, *, rate_limit_reset: bool) -> float | None:
-        """Seconds to wait from ``Retry-After``, else (``rate_limit_reset``) from
-        ``X-RateLimit-Reset``; None when neither is there or readable."""
+        """Seconds to wait from ``Retry-After`` and (``rate_limit_reset``) ``X-RateLimit-Reset``,
+        the earlier of the two; None when neither is there or readable."""
         if headers is None:
             return None
         now = self._clock().timestamp()
-        hint = _retry_after_seconds(headers.get("Retry-After"), now)
-        if hint is None and rate_limit_reset:
-            hint = _epoch_seconds_from(headers.get("X-RateLimit-Reset"), now)
-        return hint
+        hints = [_retry_after_seconds(headers.get("Retry-After"), now)]
+        if rate_limit_reset:
+            hints.append(_epoch_seconds_from(headers.get("X-RateLimit-Reset"), now))
+        known = [hint for hint in hints if hint is not None]
+        return min(known) if known else None
 
 
 def _no_answer(err: BaseException, deadline: _Deadline) -> BackendError:
