@@ -25,7 +25,13 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
+async def _runtime_dependency(request: Request) -> Runtime:
+    # A coroutine, so FastAPI calls it in the event loop: a plain function dependency costs a
+    # hop to the thread pool on every request (the Event Webhook's hot path).
+    return runtime(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
 
 
 def enqueue(request: Request) -> Enqueue:
