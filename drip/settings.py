@@ -170,7 +170,7 @@ class Settings(BaseSettings):
     broadcast_quiet_hours: int = Field(default=0, ge=0, le=168)
 
     # Tracking: our open pixel and click redirect, the SendGrid Event Webhook, the
-    # purchase webhook and attribution. docs/settings-tracking.md explains each one.
+    # purchase webhook and attribution. README's configuration table explains each one.
 
     track_opens: bool = True  # a 1x1 pixel in marketing emails (never in confirmations)
     track_clicks: bool = True  # HTML links rewritten to /t/c/<signed token> (not unsubscribe)

@@ -154,6 +154,20 @@ def test_opens_by_privacy_proxies_and_scanners_are_flagged_machine(
     assert stats is not None and stats.opened == (0 if machine else 1)
 
 
+def test_a_head_request_on_the_pixel_is_a_machine_open_and_counts_no_open(
+    client: TestClient, rt: Runtime, delivery: int
+) -> None:
+    answer = client.request("HEAD", _pixel(rt, delivery), headers={"User-Agent": HUMAN_UA})
+
+    assert answer.status_code == 200
+    drain_all(rt)
+    [event] = _events(rt)
+    assert event.machine is True
+    with rt.sessions() as session:
+        stats = session.get(MessageStats, "glute-accelerator/1")
+    assert stats is None or stats.opened == 0
+
+
 def test_repeated_opens_are_all_stored_and_counted_once(
     client: TestClient, rt: Runtime, delivery: int
 ) -> None:

@@ -111,7 +111,8 @@ class IngestReport:
 
 def flag_machine(event: Event, scanner_click_seconds: int) -> None:
     if event.type == EventType.OPENED:
-        event.machine = machine_open(
+        # A HEAD request fetches no image: only link scanners and prefetchers send one.
+        event.machine = event.head or machine_open(
             event.user_agent, event.ip, provider_flag=event.provider_machine
         )
     elif event.type == EventType.CLICKED:
