@@ -24,6 +24,7 @@ from drip.suppress import suppress
 from drip.tokens import subscriber_token
 from tests.helpers import add_subscriber, run_tick
 from tests.web_support import (
+    BROWSER_UA,
     UNSUBSCRIBE_LINK,
     client_for,
     confirm_links,
@@ -75,6 +76,24 @@ def test_one_click_post_unsubscribes_at_once_with_200_and_no_redirect_or_cookie(
         assert session.scalars(select(Consent.action)).all() == ["unsubscribe"]
     again = client.post(path, data=ONE_CLICK)  # a second click changes nothing
     assert again.status_code == 200
+
+
+@pytest.mark.parametrize("how", ["link", "preferences"])
+def test_an_unsubscribe_keeps_the_requests_address_and_browser_in_the_consent_log(
+    rt: Runtime, how: str
+) -> None:
+    _, path = _active(rt)
+    client = client_for(rt)  # a browser's user agent; TestClient's address
+    if how == "link":
+        client.post(path, data=ONE_CLICK)
+    else:
+        # Neither box ticked (a browser still posts the form's button): out of everything.
+        client.post(f"{path}/preferences", data={"save": "1"})
+    assert _status(rt) == SubscriberStatus.UNSUBSCRIBED
+    with rt.sessions() as session:
+        consent = session.scalars(select(Consent).where(Consent.action == "unsubscribe")).one()
+    assert consent.user_agent == BROWSER_UA
+    assert consent.ip is not None
 
 
 def test_the_list_unsubscribe_url_of_a_real_lesson_email_works(

@@ -80,11 +80,22 @@ def consent_row(
     }
 
 
-def unsubscribe(session: Session, subscriber: Subscriber, now: datetime, source: str) -> bool:
-    """Unsubscribe from everything; False if there was nothing to do (already out, or erased)."""
+def unsubscribe(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    source: str,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> bool:
+    """Unsubscribe from everything; False if there was nothing to do (already out, or erased).
+    ``ip`` and ``user_agent``: the request's, kept in the consent row (GDPR Art. 7)."""
     if subscriber.id is None:
         session.flush()
-    changed = bool(unsubscribe_many(session, [subscriber.id], now, source))
+    changed = bool(
+        unsubscribe_many(session, [subscriber.id], now, source, ip=ip, user_agent=user_agent)
+    )
     if changed:  # written by unsubscribe_many's UPDATE: read again on next use
         session.expire(subscriber, ["status", "unsubscribed_at"])
     return changed
@@ -96,6 +107,9 @@ def unsubscribe_many(
     now: datetime,
     source: str,
     firsts: list[First] | None = None,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
 ) -> list[int]:
     """Unsubscribe these subscribers; returns the ids that changed, in order (not those already
     unsubscribed or erased).
@@ -126,7 +140,10 @@ def unsubscribe_many(
         return []
     session.execute(
         insert(cast(Table, Consent.__table__)),
-        [consent_row(sid, "unsubscribe", now, source=source) for sid in changed],
+        [
+            consent_row(sid, "unsubscribe", now, source=source, ip=ip, user_agent=user_agent)
+            for sid in changed
+        ],
     )
     stop_enrollments_of(session, changed, "unsubscribed")
     credit_unsubscribes(session, changed, now, firsts)  # the email that lost them, for stats

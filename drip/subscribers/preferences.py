@@ -104,8 +104,11 @@ def update_preferences(
     *,
     course_emails: bool,
     newsletter: bool,
+    ip: str | None = None,
+    user_agent: str | None = None,
 ) -> bool:
-    """Store the two choices; neither ticked means unsubscribe from everything (returns True).
+    """Store the two choices; neither ticked means unsubscribe from everything (returns True),
+    recorded with the request's ``ip`` and ``user_agent``.
 
     Turning course emails off stops the course and upsell at once; turning them back on resumes
     them at the next send hour.
@@ -114,7 +117,7 @@ def update_preferences(
     if subscriber.status == SubscriberStatus.ERASED:
         return False
     if not course_emails and not newsletter:
-        unsubscribe(session, subscriber, now, "preferences-page")
+        unsubscribe(session, subscriber, now, "preferences-page", ip=ip, user_agent=user_agent)
         return True
     was_on = subscriber.course_emails
     subscriber.course_emails = course_emails

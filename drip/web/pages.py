@@ -168,7 +168,14 @@ def unsubscribe_now(request: Request, rt: RuntimeDep, token: str) -> Response:
         if sub is None:
             return _bad_link(request)
         erased = sub.status == SubscriberStatus.ERASED
-        unsubscribe(session, sub, rt.clock(), "unsubscribe-link")
+        unsubscribe(
+            session,
+            sub,
+            rt.clock(),
+            "unsubscribe-link",
+            ip=client_ip(request),
+            user_agent=user_agent(request),
+        )
     return _unsubscribed(request, token, erased=erased)
 
 
@@ -187,7 +194,15 @@ async def save_preferences(request: Request, rt: RuntimeDep, token: str) -> Resp
             if sub is None:
                 return None
             erased = sub.status == SubscriberStatus.ERASED
-            out = update_preferences(rt, session, sub, course_emails=course, newsletter=news)
+            out = update_preferences(
+                rt,
+                session,
+                sub,
+                course_emails=course,
+                newsletter=news,
+                ip=client_ip(request),
+                user_agent=user_agent(request),
+            )
             return out, erased
 
     result = await run_in_threadpool(store)
