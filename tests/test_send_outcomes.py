@@ -6,6 +6,7 @@ The real-worker fault suite with a misbehaving SendGrid stand-in is tests/test_p
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ from drip.cli import deliveries as cli_deliveries
 from drip.cli.main import main
 from drip.clock import FrozenClock
 from drip.engine import pause as engine_state
-from drip.engine.dispatch import send_deliveries
+from drip.engine.dispatch import (
+    BACKOFF_CAP,
+    db_retry_seconds,
+    held_retry_seconds,
+    send_deliveries,
+)
 from drip.engine.outcomes import with_db_patience
 from drip.engine.throttle import DEFAULT_HOLD, LocalThrottle, hold_seconds
 from drip.errors import (
@@ -374,3 +380,45 @@ def test_a_reaped_row_of_a_dead_worker_is_settled_by_the_providers_event(
     )
     post_events(client_for(rt), KEY, body, at)
     assert _one(rt).status == DeliveryStatus.SENT
+
+
+# --------------------------------------------------------------------------- what the README says
+
+
+def test_sending_status_says_paused_or_running_the_hold_and_the_counts(
+    rt: Runtime, memory_backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_subscriber(rt, "ana@example.com")
+    memory_backend.raise_next(ThrottledBackendError("SendGrid 429", status=429, retry_after=9.0))
+    run_tick(rt)
+    monkeypatch.setattr(cli_deliveries, "_runtime", lambda: rt)
+    running = CliRunner().invoke(main, ["sending", "status"])
+    assert running.exit_code == 0
+    assert running.output.splitlines() == [
+        "sending is running",
+        "held back 9.0s more: the provider asked us to slow down",
+        "queued 1, sending 0, unknown 0, failed 0",
+    ]
+    with rt.transaction() as session:
+        engine_state.pause(session, "401 in a row", rt.clock())
+    paused = CliRunner().invoke(main, ["sending", "status"])
+    assert paused.exit_code == 1
+    assert paused.output.splitlines()[0] == "paused: 401 in a row"
+
+
+def test_deliveries_unknown_all_lists_the_rows_still_awaiting_the_provider(
+    rt: Runtime, memory_backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivery_id = _unknown_delivery(rt, memory_backend)
+    monkeypatch.setattr(cli_deliveries, "_runtime", lambda: rt)
+    row = f"{delivery_id}\tana@example.com\tglute-accelerator/1"
+    assert row not in CliRunner().invoke(main, ["deliveries", "unknown"]).output
+    assert row in CliRunner().invoke(main, ["deliveries", "unknown", "--all"]).output
+
+
+def test_retry_countdowns_stay_within_their_documented_bounds() -> None:
+    rng = random.Random(12)
+    for attempt in range(1, 12):
+        assert 0.5 * min(30.0, 2 ** (attempt - 1)) <= db_retry_seconds(attempt, rng) <= 30.0
+    for hold in (0.0, 1.0, 299.99):
+        assert hold <= held_retry_seconds(hold, rng) <= min(BACKOFF_CAP, hold + 0.1)
