@@ -74,7 +74,7 @@ RETRYING = re.compile(r"retrying (\d+) deliveries in ([\d.]+)s")
 def serve_sink(argv: list[str]) -> None:
     """The stand-in with a timeline: when each request was accepted (and how many
     personalizations), when each 429 went out; and the per-recipient acceptance counts."""
-    from tests.fakes.sendgrid_sink import SendGridSink, _Handler, _Server
+    from tests.fakes.sendgrid_sink import SendGridSink, _Handler, serve
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=None)
@@ -123,16 +123,7 @@ def serve_sink(argv: list[str]) -> None:
             retry_headers=args.mode != "none",
             whole_seconds=args.mode == "whole",
         )
-    server = _Server(("127.0.0.1", 0), Handler)
-    server.sink = sink
-    host, port = server.server_address[:2]
-    print(f"http://{host!s}:{port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(sink, handler=Handler)
 
 
 def _get(url: str) -> Any:

@@ -904,10 +904,16 @@ def main(argv: list[str] | None = None) -> None:
             retry_headers=not args.no_retry_headers,
             whole_seconds=not args.fractional_retry_after,
         )
-    server = _Server(("127.0.0.1", args.port), _Handler)
+    serve(sink, port=args.port)
+
+
+def serve(sink: SendGridSink, *, port: int = 0, handler: type[_Handler] = _Handler) -> None:
+    """Serve ``sink`` in this process until killed, its base URL the first line of stdout (the
+    contract of standalone use; bench/throttled.py serves a sink with extra endpoints this way)."""
+    server = _Server(("127.0.0.1", port), handler)
     server.sink = sink
-    host, port = server.server_address[:2]
-    print(f"http://{host!s}:{port}", flush=True)
+    host, bound = server.server_address[:2]
+    print(f"http://{host!s}:{bound}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
