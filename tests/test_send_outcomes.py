@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from drip.cli import deliveries as cli_deliveries
 from drip.cli.main import main
@@ -422,3 +423,33 @@ def test_retry_countdowns_stay_within_their_documented_bounds() -> None:
         assert 0.5 * min(30.0, 2 ** (attempt - 1)) <= db_retry_seconds(attempt, rng) <= 30.0
     for hold in (0.0, 1.0, 299.99):
         assert hold <= held_retry_seconds(hold, rng) <= min(BACKOFF_CAP, hold + 0.1)
+
+
+def test_a_throttled_email_is_never_given_up_however_long_the_provider_throttles(
+    rt: Runtime, memory_backend: MemoryBackend, clock: FrozenClock
+) -> None:
+    add_subscriber(rt, "ana@example.com")
+    memory_backend.raise_next(ThrottledBackendError("SendGrid 503", status=503), times=2)
+    batches, _ = run_tick(rt)
+    clock.advance(timedelta(hours=rt.settings.send_retry_hours + 1))  # past the retry window
+    report = send_deliveries(rt, batches[0], clock())
+    assert report.failed == 0 and report.retry == batches[0]
+    assert _one(rt).status == DeliveryStatus.QUEUED
+
+
+@pytest.mark.postgres
+def test_asking_whether_anything_is_unknown_reads_the_small_partial_index(
+    pg_engine: Engine,
+) -> None:
+    """Every event batch asks it (drip.engine.reconcile.any_unknown): it must not scan every
+    delivery ever sent."""
+    from sqlalchemy import exists
+
+    with Session(pg_engine) as session:
+        session.execute(text("SET enable_seqscan = off"))  # an empty test table: force the choice
+        stmt = select(exists().where(Delivery.status == DeliveryStatus.UNKNOWN))
+        compiled = stmt.compile(dialect=pg_engine.dialect, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(
+            row[0] for row in session.connection().exec_driver_sql("EXPLAIN " + str(compiled))
+        )
+    assert "ix_deliveries_unsettled" in plan, plan
