@@ -200,12 +200,10 @@ def _apply_exit_conditions(
     suppressed = listed_hashes(session, hashes.values())
     ready = []
     skipped: list[dict[str, object]] = []
-    sources = {str(kind): source for kind, source in rt.sources.items()}  # by the row's string
     for row in rows:
         sub = subs.get(row.subscriber_id)
         blocked = hashes.get(row.subscriber_id) in suppressed
-        source = sources.get(row.kind) or source_for(rt.sources, row.kind)
-        reason = _exit_reason(source, rt, sub, row.sequence, blocked)
+        reason = _exit_reason(source_for(rt.sources, row.kind), rt, sub, row.sequence, blocked)
         if reason is not None or sub is None:
             skipped.append({"id": row.id, "status": DeliveryStatus.SKIPPED, "error": reason})
             if row.sequence:
