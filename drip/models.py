@@ -120,6 +120,7 @@ class Subscriber(Base):
     time_zone: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.PENDING, index=True)
     source: Mapped[str] = mapped_column(String(100), default="")
+    form: Mapped[str | None] = mapped_column(String(64))  # the signup form's slug (forms/*.toml)
     course_emails: Mapped[bool] = mapped_column(Boolean, default=True)
     newsletter: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -197,6 +198,10 @@ class Enrollment(Base):
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     sequence: Mapped[str] = mapped_column(String(64))
     position: Mapped[int] = mapped_column(Integer, default=0)
+    # Which time the subscriber is going through the sequence (re-entry starts it over with the
+    # same row): lesson deliveries of a later entry carry it in their message key.
+    entry: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    trigger: Mapped[str | None] = mapped_column(String(100))  # what started it, "tag_added:5k"
     status: Mapped[str] = mapped_column(String(16), default=EnrollmentStatus.ACTIVE)
     stop_reason: Mapped[str | None] = mapped_column(String(64))
     next_send_at: Mapped[datetime | None]
