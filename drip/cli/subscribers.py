@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,22 @@ from drip.errors import InvalidInput
 
 if TYPE_CHECKING:
     from drip.runtime import Runtime
+    from drip.settings import Settings
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for ``drip serve`` besides host and port.
+
+    The client address comes from ``X-Forwarded-For`` only when the peer is one of
+    ``DRIP_FORWARDED_ALLOW_IPS`` (uvicorn's proxy headers); from anyone else it is the TCP peer.
+    """
+    return {
+        "log_config": None,
+        "access_log": False,  # drip.web logs every request itself, without the personal tokens
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "server_header": False,
+    }
 
 
 @click.command()
@@ -29,16 +45,7 @@ def serve(host: str, port: int, log_level: str) -> None:
 
     configure_logging(log_level.upper())
     rt = _runtime()
-    uvicorn.run(
-        create_app(rt),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,  # drip.web logs every request itself, without the personal tokens
-        proxy_headers=True,
-        forwarded_allow_ips=rt.settings.forwarded_allow_ips,
-        server_header=False,
-    )
+    uvicorn.run(create_app(rt), host=host, port=port, **server_options(rt.settings))
 
 
 @click.group()
