@@ -21,6 +21,7 @@ from drip.content.loading import load_library
 from drip.content.render import Renderer
 from drip.content.types import Sequence
 from drip.db import engine_for, session_factory
+from drip.engine.automations import Automations
 from drip.engine.kinds import Sources
 from drip.engine.lessons import LessonSource
 from drip.engine.throttle import Throttle, throttle_for
@@ -51,10 +52,14 @@ class Runtime:
     throttle: Throttle = None  # type: ignore[assignment]
     # Where each kind of email's message comes from (drip.engine.kinds).
     sources: Sources = field(default_factory=default_sources)
+    # What starts and ends each sequence (drip.engine.automations); None: read from the library.
+    automations: Automations = None  # type: ignore[assignment]
     sessions: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = session_factory(self.engine)
+        if self.automations is None:
+            self.automations = Automations.of(self.library, self.settings.course_sequence)
         if self.throttle is None:
             self.throttle = throttle_for(self.settings, self.clock)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from drip.content.body_rules import STAND_IN, stand_in_text
 from drip.content.checks import check_library, check_sequence
 from drip.content.loading import load_library, load_sequence
 from drip.content.types import (
@@ -743,8 +744,67 @@ def test_every_problem_of_a_lesson_is_reported(tmp_path: Path) -> None:
         "0", subject='""', preheader='"short"', extra="color: red\n", body="<i>{{ nme }}</i>\n"
     )
     found = problems_in(make_sequence(tmp_path, lessons={"01-a.md": text}))
-    assert [line for _, line, _ in found] == [2, 3, 4, 5, 7]
-    assert "unknown template variable 'nme'" in found[-1][2]
+    assert [line for _, line, _ in found] == [2, 3, 4, 5, 7, 7]
+    assert "unknown template variable 'nme'" in found[-2][2]
+    assert found[-1][2] == "raw HTML '<i>' is not allowed: write Markdown"
+
+
+def test_a_field_a_template_and_a_markdown_problem_are_reported_together(
+    tmp_path: Path,
+) -> None:
+    body = "Hi {{ frist_name }},\n\nsee [the lab](http://lab.example).\n"
+    text = lesson(1, extra="send_hour: 24\n", body=body)
+    found = problems_in(make_sequence(tmp_path, lessons={"01-a.md": text}))
+    assert [(line, message.split(" (")[0]) for _, line, message in found] == [
+        (5, "send_hour is 24; must be 0..23"),
+        (7, "unknown template variable 'frist_name'"),
+        (9, "link 'http://lab.example' must be an absolute https URL"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "template_problem"),
+    [
+        ("Hi {{ first_name,\n\n<div>\nboxed\n</div>\n", "template syntax error: "),
+        ("Hi {{ first_name }\n\n<div>\nboxed\n</div>\n", "template syntax error: "),
+        ("{% if first_name %}Hi{% endif %}\n\n<div>\nboxed\n</div>\n", "statement tag {% if %}"),
+        ("Hi {{ first_name.nope }}\n\n<div>\nboxed\n</div>\n", "rendering failed: "),
+    ],
+)
+def test_a_template_that_does_not_render_still_gets_its_markdown_checked(
+    tmp_path: Path, body: str, template_problem: str
+) -> None:
+    found = problems_in(make_sequence(tmp_path, lessons={"01-a.md": lesson(1, body=body)}))
+    assert len(found) == 2, found
+    assert found[0][2].startswith(template_problem)
+    assert found[1][1:] == (8, "raw HTML '<div>' is not allowed: write Markdown")
+
+
+def test_a_link_from_a_bad_expression_is_reported_once(tmp_path: Path) -> None:
+    body = "Hi,\n\n[Join]({{ runners_lab_ur }}) or [join]({{ first_name.nope }})\n"
+    found = problems_in(make_sequence(tmp_path, lessons={"01-a.md": lesson(1, body=body)}))
+    assert [message.split(" (")[0] for _, _, message in found] == [
+        "unknown template variable 'runners_lab_ur'"
+    ]
+
+
+def test_links_from_known_variables_are_checked_when_the_template_does_not_render(
+    tmp_path: Path,
+) -> None:
+    body = "Hi {{ nme }},\n\n[Join the lab]({{- runners_lab_url -}})\n"
+    directory = make_sequence(tmp_path, lessons={"01-a.md": lesson(1, body=body)})
+    _, problems = check_sequence(directory, runners_lab_url="http://lab.example")
+    assert [(p.line, p.message.split(" (")[0]) for p in problems] == [
+        (6, "unknown template variable 'nme'"),
+        (8, "link 'http://lab.example' must be an absolute https URL"),
+    ]
+
+
+def test_the_stand_in_text_keeps_every_line_of_the_source() -> None:
+    source = "a {{ first_name }} {{\n nme\n }} {# a\n note #} {% if x %}b\n{{ never closed\n"
+    text = stand_in_text(source, "https://lab.example")
+    assert text == f"a Sam {STAND_IN}\n\n \n b\n{{{{ never closed\n"
+    assert stand_in_text("{{" * 50_000, "https://lab.example") == "{{" * 50_000
 
 
 # --------------------------------------------------------------------------- library
@@ -781,9 +841,9 @@ def test_on_complete_to_an_existing_sequence_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("links", "message"),
     [
-        ({"a": "a"}, "on_complete cycle a -> a"),
-        ({"b": "a", "a": "b"}, "on_complete cycle a -> b -> a"),
-        ({"c": "a", "a": "b", "b": "c", "d": "a"}, "on_complete cycle a -> b -> c -> a"),
+        ({"a": "a"}, "sequence cycle a -> a"),
+        ({"b": "a", "a": "b"}, "sequence cycle a -> b -> a"),
+        ({"c": "a", "a": "b", "b": "c", "d": "a"}, "sequence cycle a -> b -> c -> a"),
     ],
 )
 def test_library_detects_on_complete_cycles(

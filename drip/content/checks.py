@@ -13,14 +13,15 @@ directory exactly as the caller gave it and ``line`` 1-based, sorted by path the
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from drip.content.body_rules import check_markdown, check_template
+from drip.content.body_rules import check_source
 from drip.content.layout import LESSON_FILE_RE, SEQUENCE_FILE, is_sequence_folder, lesson_files
 from drip.content.lesson_file import LessonDraft, check_lesson
 from drip.content.sequence_toml import SequenceMeta, check_sequence_file
-from drip.content.types import DEFAULT_RUNNERS_LAB_URL, Lesson, Sequence
+from drip.content.types import DEFAULT_FORM, DEFAULT_RUNNERS_LAB_URL, Lesson, Sequence
 from drip.errors import Problem
 from drip.schedule import SendWindow
 
@@ -38,12 +39,11 @@ def check_body(
     a subject) by the lesson rules: only :data:`~drip.content.types.TEMPLATE_VARIABLES`, no
     statement tags, and for Markdown no raw HTML, no images and only https links.
 
-    Never raises for bad content; each problem reads ``origin:line: message``, ``line`` 1-based
-    within ``source``, template problems first.
+    Never raises for bad content; returns every problem at once, each reading
+    ``origin:line: message``, ``line`` 1-based within ``source``, template problems first (a
+    template problem does not hide a Markdown one: see :func:`check_source`).
     """
-    rendered, found = check_template(source, runners_lab_url)
-    if markdown and rendered is not None:
-        found += check_markdown(rendered)
+    found = check_source(source, runners_lab_url, markdown=markdown)
     return [Problem(str(Path(origin)), line, message) for line, message in found]
 
 
@@ -61,15 +61,18 @@ def check_sequence(
 
 
 def check_library(
-    content_dir: Path, *, runners_lab_url: str = DEFAULT_RUNNERS_LAB_URL
+    content_dir: Path,
+    *,
+    runners_lab_url: str = DEFAULT_RUNNERS_LAB_URL,
+    forms: Collection[str] = (DEFAULT_FORM,),
 ) -> list[Problem]:
     """Check every sequence folder under ``content_dir``; return all problems (empty = fine).
 
     A missing content directory, or one with no sequence folders, is a problem. A sub-folder is
     a sequence folder if it has a ``sequence.toml`` or any lesson ``.md`` file; hidden folders
-    are ignored.
+    are ignored. ``forms`` are the signup forms' slugs that ``form`` triggers may name.
     """
-    return survey_library(content_dir, runners_lab_url=runners_lab_url).problems
+    return survey_library(content_dir, runners_lab_url=runners_lab_url, forms=forms).problems
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,10 @@ class LibraryCheck:
 
 
 def survey_library(
-    content_dir: Path, *, runners_lab_url: str = DEFAULT_RUNNERS_LAB_URL
+    content_dir: Path,
+    *,
+    runners_lab_url: str = DEFAULT_RUNNERS_LAB_URL,
+    forms: Collection[str] = (DEFAULT_FORM,),
 ) -> LibraryCheck:
     """Check ``content_dir`` as :func:`check_library` does, keeping the sequences built."""
     content_dir = Path(content_dir)
@@ -97,7 +103,7 @@ def survey_library(
         return LibraryCheck({}, [problem])
     checks = [_check_sequence(folder, runners_lab_url) for folder in folders]
     problems = [p for check in checks for p in check.problems]
-    problems += _missing_successors(checks) + _successor_cycles(checks)
+    problems += _dangling(checks, forms) + _cycles(checks)
     sequences = {c.folder: c.sequence for c in checks if c.sequence is not None}
     return LibraryCheck(sequences, _sort(problems))
 
@@ -174,6 +180,10 @@ def _build_sequence(
         category=info.category,
         lessons=lessons,
         path=directory,
+        triggers=info.triggers,
+        exits=info.exits,
+        priority=info.priority,
+        reentry=info.reentry,
     )
 
 
@@ -227,56 +237,94 @@ def _gaps(claimed: dict[int, LessonDraft]) -> list[Problem]:
     return gaps
 
 
-# --------------------------------------------------------------------------- on_complete
+# --------------------------------------------------------------------------- across sequences
 
 
-def _missing_successors(checks: list[_SequenceCheck]) -> list[Problem]:
-    """``on_complete`` targets that name no sequence folder of the library."""
+@dataclass(frozen=True)
+class _Edge:
+    """ "Completing ``source`` starts ``target``", with where it is written."""
+
+    source: str
+    target: str
+    where: str
+    line: int
+
+
+def _edges(checks: list[_SequenceCheck]) -> list[_Edge]:
+    """Every hand-over between sequences: ``on_complete`` and ``completed`` triggers."""
+    edges = []
+    for check in checks:
+        file = str(check.directory / SEQUENCE_FILE)
+        if (target := check.meta.on_complete) is not None:
+            edges.append(_Edge(check.folder, target, file, check.meta.on_complete_line))
+        for rule in check.meta.triggers:
+            if rule.on == "completed":
+                edges.append(_Edge(rule.value, check.folder, file, rule.line))
+    return edges
+
+
+def _dangling(checks: list[_SequenceCheck], forms: Collection[str]) -> list[Problem]:
+    """References to a sequence or a form that does not exist."""
     folders = {check.folder for check in checks}
-    return [
-        Problem(
-            str(check.directory / SEQUENCE_FILE),
-            check.meta.on_complete_line,
-            f"on_complete {target!r} names no sequence in {check.directory.parent}",
-        )
-        for check in checks
-        if (target := check.meta.on_complete) is not None and target not in folders
-    ]
+    problems = []
+    for check in checks:
+        file = str(check.directory / SEQUENCE_FILE)
+        parent = check.directory.parent
+        if (target := check.meta.on_complete) is not None and target not in folders:
+            problems.append(
+                Problem(
+                    file,
+                    check.meta.on_complete_line,
+                    f"on_complete {target!r} names no sequence in {parent}",
+                )
+            )
+        for rule in check.meta.triggers:
+            if rule.on == "completed" and rule.value not in folders:
+                message = f"trigger on completed: {rule.value!r} names no sequence in {parent}"
+                problems.append(Problem(file, rule.line, message))
+            elif rule.on == "form" and rule.value not in forms:
+                known = ", ".join(sorted(forms))
+                message = f"trigger on form: {rule.value!r} names no form (known: {known})"
+                problems.append(Problem(file, rule.line, message))
+    return problems
 
 
-def _successor_cycles(checks: list[_SequenceCheck]) -> list[Problem]:
-    """Each ``on_complete`` loop once, on its alphabetically first member (deterministic)."""
-    by_slug = {check.folder: check for check in checks}
-    cycles: list[Problem] = []
+def _cycles(checks: list[_SequenceCheck]) -> list[Problem]:
+    """Each loop of hand-overs once, on the edge leaving its alphabetically first member."""
+    edges = _edges(checks)
+    successors: dict[str, list[str]] = {}
+    for edge in edges:
+        successors.setdefault(edge.source, []).append(edge.target)
+    problems: list[Problem] = []
     reported: set[str] = set()
-    for start in sorted(by_slug):
-        loop = _loop_from(start, by_slug)
+    for start in sorted(successors):
+        loop = _loop_through(start, successors)
         if not loop or reported.intersection(loop):
             continue
         reported.update(loop)
         turn = loop.index(min(loop))
         ordered = [*loop[turn:], *loop[:turn], loop[turn]]
-        first = by_slug[ordered[0]]
-        cycles.append(
+        leaving = next(e for e in edges if e.source == ordered[0] and e.target == ordered[1])
+        problems.append(
             Problem(
-                str(first.directory / SEQUENCE_FILE),
-                first.meta.on_complete_line,
-                f"on_complete cycle {' -> '.join(ordered)}: subscribers would never finish",
+                leaving.where,
+                leaving.line,
+                f"sequence cycle {' -> '.join(ordered)}: subscribers would never finish",
             )
         )
-    return cycles
+    return problems
 
 
-def _loop_from(start: str, by_slug: dict[str, _SequenceCheck]) -> list[str]:
-    """The loop the ``on_complete`` chain from ``start`` runs into, or ``[]`` if it ends.
-
-    Each sequence has at most one successor, so walking the chain finds any cycle.
-    """
-    chain: list[str] = []
-    slug: str | None = start
-    while slug is not None and slug in by_slug and slug not in chain:
-        chain.append(slug)
-        slug = by_slug[slug].meta.on_complete
-    if slug is None or slug not in chain:
-        return []
-    return chain[chain.index(slug) :]
+def _loop_through(start: str, successors: dict[str, list[str]]) -> list[str]:
+    """A loop of hand-overs that returns to ``start``, as a path, or ``[]`` (depth-first)."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    visited: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in successors.get(node, ()):
+            if nxt == start:
+                return path
+            if nxt not in visited:
+                visited.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return []

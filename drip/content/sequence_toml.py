@@ -1,4 +1,5 @@
-"""Check a sequence folder's ``sequence.toml``: its keys, send window, successor and category.
+"""Check a sequence folder's ``sequence.toml``: its keys, send window, successor, category,
+priority, re-entry, and what starts and ends it (triggers and exits, drip.content.triggers).
 
 Contract: :func:`check_sequence_file` never raises for bad content. It appends every problem it
 finds to the caller's list and returns what the file said as a :class:`SequenceMeta`, kept even
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from drip.content.layout import SEQUENCE_FILE, read_text
+from drip.content.triggers import Rule, check_rules
 from drip.content.values import int_range, is_int
 from drip.errors import Problem
 from drip.schedule import SendWindow, parse_send_days
@@ -31,6 +33,10 @@ _SEQUENCE_KEYS = (
     "first_lesson",
     "on_complete",
     "category",
+    "priority",
+    "reentry",
+    "triggers",
+    "exits",
 )
 _FIRST_LESSON = {"immediately": True, "next_send_hour": False}
 # Slugs end up in lesson keys ("slug/3") and URLs; categories in analytics labels.
@@ -56,6 +62,10 @@ class SequenceMeta:
     on_complete: str | None = None
     on_complete_line: int = 1
     category: str = ""
+    priority: int = 0
+    reentry: bool = False
+    triggers: tuple[Rule, ...] = ()
+    exits: tuple[Rule, ...] = ()
 
 
 def _toml_key_line(text: str, key: str) -> int:
@@ -113,6 +123,7 @@ def check_sequence_file(directory: Path, folder: str, problems: list[Problem]) -
     _check_first_lesson(data, report, info)
     _check_on_complete(data, report, info)
     _check_category(data, report, info)
+    _check_automation(data, report, info)
     return info
 
 
@@ -233,3 +244,18 @@ def _check_category(data: Mapping[str, Any], report: _Report, info: SequenceMeta
             report.at_key(
                 "kind", f"kind {info.kind!r} is not a valid category; set category explicitly"
             )
+
+
+def _check_automation(data: Mapping[str, Any], report: _Report, info: SequenceMeta) -> None:
+    """priority, reentry, and the triggers and exits (drip.content.triggers)."""
+    priority = data.get("priority", 0)
+    if error := int_range(priority, "priority", -100, 100):
+        report.at_key("priority", error)
+    else:
+        info.priority = priority
+    reentry = data.get("reentry", False)
+    if isinstance(reentry, bool):
+        info.reentry = reentry
+    else:
+        report.at_key("reentry", f"reentry must be true or false, not {reentry!r}")
+    info.triggers, info.exits = check_rules(data, report.text, report.where, report.problems)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from drip.content.triggers import Rule
 from drip.schedule import SendWindow
 
 __all__ = [
+    "DEFAULT_FORM",
     "DEFAULT_RUNNERS_LAB_URL",
     "PREHEADER_MAX",
     "PREHEADER_MIN",
@@ -36,6 +38,8 @@ PREHEADER_MIN = 20
 PREHEADER_MAX = 110
 
 DEFAULT_RUNNERS_LAB_URL = "https://example.com/runners-lab"
+DEFAULT_FORM = "default"
+"""The form of a signup that names none; it exists even without a ``forms/default.toml``."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,12 @@ class Sequence:
     category: str
     lessons: tuple[Lesson, ...]
     path: Path
+    # What starts and ends it (drip.content.triggers); who wins a day (drip.engine.claim);
+    # whether someone who completed or left it may go through it again.
+    triggers: tuple[Rule, ...] = ()
+    exits: tuple[Rule, ...] = ()
+    priority: int = 0
+    reentry: bool = False
 
     def lesson_at(self, position: int) -> Lesson | None:
         """The lesson at ``position`` (1-based), or ``None`` past either end."""

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
 
+from drip.content.types import DEFAULT_FORM
+from drip.engine.automations import handle
 from drip.engine.consent import record_consent
-from drip.engine.enrollments import enroll
 from drip.esp.base import Message
 from drip.models import DeliveryKind, Subscriber, SubscriberStatus
 from drip.subscribers.store import resume_enrollments
@@ -62,8 +63,10 @@ def confirm(
 ) -> ConfirmOutcome:
     """Check ``token`` and, if it is good and the subscriber pending, activate and enroll them.
 
-    Enrollment follows the course's ``first_lesson`` rule: due at once or at the next send hour
-    in the subscriber's zone. A re-confirmation after an unsubscribe resumes where they stopped.
+    Confirming is the ``form`` event of the subscriber's signup form (drip.engine.automations):
+    the sequences it starts follow their ``first_lesson`` rule, due at once or at the next send
+    hour in the subscriber's zone. A re-confirmation after an unsubscribe resumes where they
+    stopped.
     """
     now = rt.clock()
     try:
@@ -97,8 +100,12 @@ def confirm(
             session, subscriber, "confirm", now, source="confirm-link", ip=ip, user_agent=user_agent
         )
         session.flush()
-        settings = rt.settings
-        enroll(session, subscriber, rt.course(), now, settings.default_timezone)
-        resume_enrollments(session, subscriber, rt.library, now, settings.default_timezone)
+        # The form's sequences start; so do those of the tags the signup applied (a pending
+        # subscriber starts nothing, so their tag events wait for this moment).
+        ids = [subscriber.id]
+        handle(rt, session, "form", subscriber.form or DEFAULT_FORM, ids, now)
+        for tag in sorted(t.name for t in subscriber.tags):
+            handle(rt, session, "tag_added", tag, ids, now)
+        resume_enrollments(session, subscriber, rt.library, now, rt.settings.default_timezone)
         log.info("subscriber %s confirmed", subscriber.id)
         return ConfirmOutcome(ConfirmState.CONFIRMED, subscriber.first_name)
