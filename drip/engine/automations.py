@@ -1,4 +1,4 @@
-"""Automations: what subscribers do starts and ends sequences (their ``[[triggers]]``/``[[exits]]``).
+"""Automations: what subscribers do starts and ends sequences (``[[triggers]]``, ``[[exits]]``).
 
 An event is a kind and a value (``("tag_added", "5k-plan")``, ``("purchased", "runners-lab")``,
 ``("form", "default")``) that happened to some subscribers. :func:`handle` applies it in the
