@@ -130,8 +130,55 @@ def test_check_on_a_broken_copy_prints_path_line_message_and_exits_1(tmp_path: P
     assert "unknown template variable 'frist_name'" in variable[2]
     assert link[:2] == (upsell.resolve(), _line_of(upsell, "insecure.example.com"))
     assert "https" in link[2]
-    assert "3 problem(s) found" in result.stderr
+    assert result.stderr.splitlines()[-1] == "3 problems found"
     assert "ok:" not in result.output
+
+
+def _edit_lesson_1(content: Path, *, front: str = "", body: str = "") -> Path:
+    """Lesson 1 of ``content`` with the line ``front`` added to its front matter and ``body``
+    put before its first body line; returns the lesson's path."""
+    lesson = content / "glute-accelerator" / "01-beyond-clamshells.md"
+    head, fence, rest = lesson.read_text(encoding="utf-8").partition("\n---\n")
+    head += f"\n{front}" if front else ""
+    lesson.write_text(head + fence + body + rest, encoding="utf-8")
+    return lesson
+
+
+def test_every_problem_of_a_lesson_is_printed_in_one_run(tmp_path: Path) -> None:
+    content = tmp_path / "lessons"
+    shutil.copytree(REAL_CONTENT, content)
+    lesson = _edit_lesson_1(
+        content, front="send_hour: 25", body="Hi {{ frist_name }}, see <b>this</b>.\n\n"
+    )
+
+    result = drip(["lessons", "check", "--content", str(content)])
+
+    assert result.exit_code == 1
+    parsed = [PROBLEM_LINE.match(line) for line in result.stdout.splitlines()]
+    assert all(parsed), result.stdout
+    found = [(Path(m["path"]).resolve(), int(m["line"]), m["message"]) for m in parsed if m]
+    assert [(path, line) for path, line, _ in found] == [
+        (lesson.resolve(), _line_of(lesson, "send_hour: 25")),
+        (lesson.resolve(), _line_of(lesson, "frist_name")),
+        (lesson.resolve(), _line_of(lesson, "frist_name")),
+    ]
+    field, variable, markdown = (message for _, _, message in found)
+    assert field == "send_hour is 25; must be 0..23"
+    assert variable.startswith("unknown template variable 'frist_name'")
+    assert markdown == "raw HTML '<b>' is not allowed: write Markdown"
+    assert result.stderr.splitlines()[-1] == "3 problems found"
+
+
+def test_a_single_problem_is_counted_in_the_singular(tmp_path: Path) -> None:
+    content = tmp_path / "lessons"
+    shutil.copytree(REAL_CONTENT, content)
+    _edit_lesson_1(content, front="send_minute: 60")
+
+    result = drip(["lessons", "check", "--content", str(content)])
+
+    assert result.exit_code == 1
+    assert len(result.stdout.splitlines()) == 1, result.stdout
+    assert result.stderr.splitlines()[-1] == "1 problem found"
 
 
 def test_check_on_a_missing_folder_is_a_problem_line(tmp_path: Path) -> None:

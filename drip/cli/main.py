@@ -72,7 +72,8 @@ def lessons_check(content_dir: Path | None) -> None:
     for problem in problems:
         click.echo(str(problem))
     if problems:
-        click.echo(f"{len(problems)} problem(s) found", err=True)
+        noun = "problem" if len(problems) == 1 else "problems"
+        click.echo(f"{len(problems)} {noun} found", err=True)
         sys.exit(1)
     library = load_library(folder, runners_lab_url=settings.runners_lab_url)
     total = sum(s.length for s in library.values())

@@ -6,6 +6,7 @@ raw HTML, no images and only absolute https (or mailto) links.
 
 Contract: these functions never raise for bad content. They return ``(line, message)`` pairs,
 ``line`` 1-based within the text they were given; the caller shifts it to a file line.
+:func:`check_source` runs every rule and returns every problem at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from markdown_it.token import Token
 
 from drip.content.types import TEMPLATE_VARIABLES, sample_context
 
-__all__ = ["Found", "check_markdown", "check_template"]
+__all__ = ["Found", "check_markdown", "check_source", "check_template", "stand_in_text"]
 
 Found = list[tuple[int, str]]
 """Problems as ``(line, message)``, ``line`` 1-based within the checked text."""
@@ -40,6 +41,24 @@ _MARKDOWN = MarkdownIt("commonmark")
 # markdown-it quietly turns [x](javascript:...) into literal text; accept every URL here so such
 # links surface as link tokens and fail the https rule with a clear message instead.
 _MARKDOWN.validateLink = lambda url: True  # type: ignore[method-assign]
+# What an expression that can't be evaluated becomes in stand_in_text (see there for why a URL).
+STAND_IN = "https://template.invalid/"
+_OPENERS = {"{{": "}}", "{%": "%}", "{#": "#}"}
+
+
+def check_source(source: str, runners_lab_url: str, *, markdown: bool = True) -> Found:
+    """Every problem of one Jinja source at once: the template problems first, then (with
+    ``markdown``) the Markdown rules of :func:`check_markdown`.
+
+    The Markdown rules run on the rendered text when the template renders, and otherwise on
+    :func:`stand_in_text`: a template problem (a typo in a name, a syntax error) must not hide
+    a raw ``<div>`` or an ``http://`` link further down until the next run.
+    """
+    rendered, found = check_template(source, runners_lab_url)
+    if markdown:
+        text = rendered if rendered is not None else stand_in_text(source, runners_lab_url)
+        found += check_markdown(text)
+    return found
 
 
 def check_template(source: str, runners_lab_url: str) -> tuple[str | None, Found]:
@@ -59,6 +78,64 @@ def check_template(source: str, runners_lab_url: str) -> tuple[str | None, Found
     if found:
         return None, found  # rendering would only repeat these problems as errors
     return _render(template, runners_lab_url)
+
+
+def stand_in_text(source: str, runners_lab_url: str) -> str:
+    """``source`` as the Markdown rules can read it when Jinja can't render it.
+
+    A source that does not render is not Markdown yet, so this is the honest approximation:
+    each ``{{ name }}`` of :data:`TEMPLATE_VARIABLES` becomes its :func:`sample_context` value
+    (as when rendering), any other expression becomes :data:`STAND_IN`, and statement tags and
+    comments become nothing; every newline is kept, so a line of the result is the same line
+    of the source. The stand-in is an https URL because an expression that fails usually sits
+    in a link (``[the lab]({{ runners_lab_ur }})``), and its problem is already reported: the
+    link must not be reported a second time. In text, a bare URL is plain text to the rules.
+
+    The constructs are found by their delimiters, not by Jinja (which stops at a syntax error).
+    An opener with no closer before the next opener (``Hi {{ first_name,`` then more text)
+    stays as it is, so a forgotten ``}}`` does not hide the lines after it. Linear in the length
+    of ``source``.
+    """
+    values = sample_context(runners_lab_url)
+    parts: list[str] = []
+    closers: dict[str, int] = {}  # each closer's first index after the last search; -1: none
+    position = 0
+    start = _next_opener(source, 0)
+    while start >= 0:
+        opener = source[start : start + 2]
+        end = _closer_after(source, _OPENERS[opener], start + 2, closers)
+        following = _next_opener(source, start + 2)
+        if end < 0 or 0 <= following < end:
+            start = following  # never closed: left as text
+            continue
+        inside = source[start + 2 : end]
+        parts.append(source[position:start])
+        if opener == "{{":
+            name = inside.strip(" \t\r\n+-")  # whitespace control: {{- name -}}
+            parts.append(str(values[name]) if name in values else STAND_IN)
+        parts.append("\n" * inside.count("\n"))
+        position = end + 2
+        start = _next_opener(source, position)
+    parts.append(source[position:])
+    return "".join(parts)
+
+
+def _closer_after(source: str, closer: str, position: int, found: dict[str, int]) -> int:
+    """The index of the first ``closer`` at or after ``position``, or -1; ``found`` remembers
+    earlier answers, so that many openers before one closer don't search the text again."""
+    known = found.get(closer)
+    if known is None or 0 <= known < position:
+        known = found[closer] = source.find(closer, position)
+    return known
+
+
+def _next_opener(source: str, position: int) -> int:
+    """The index of the next ``{{``, ``{%`` or ``{#`` at or after ``position``, or -1."""
+    while (start := source.find("{", position)) >= 0:
+        if source[start : start + 2] in _OPENERS:
+            return start
+        position = start + 1
+    return -1
 
 
 def _statement_tags(source: str) -> Found:

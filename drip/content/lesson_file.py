@@ -1,8 +1,11 @@
 """Check one lesson file: its name, front matter fields, subject and body.
 
 Contract: :func:`check_lesson` never raises. It returns a :class:`LessonDraft` holding whatever
-could be read and every problem found; a draft with no problems has every field a
-:class:`~drip.content.types.Lesson` needs.
+could be read and every problem found in one run: every front matter field, the subject's
+template, the body's template and the body's Markdown rules are each checked whatever the others
+hold. Only a file that can't be read or cut into front matter and body stops early (there is no
+body to check), and YAML that can't be parsed skips the field checks (their problems would be
+noise). A draft with no problems has every field a :class:`~drip.content.types.Lesson` needs.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drip.content.body_rules import Found, check_markdown, check_template
+from drip.content.body_rules import Found, check_source, check_template
 from drip.content.front_matter import load_front_matter, split_front_matter
 from drip.content.layout import LESSON_FILE_RE, read_text
 from drip.content.types import PREHEADER_MAX, PREHEADER_MIN, SUBJECT_MAX
@@ -88,10 +91,9 @@ def _check_lesson_into(draft: LessonDraft, runners_lab_url: str) -> None:
         has_body_line = draft.body_line <= text.rstrip("\n").count("\n") + 1
         draft.add(draft.body_line if has_body_line else split.closing_line, "body is empty")
         return
-    rendered, found = check_template(draft.body, runners_lab_url)
-    draft.add_found(found, draft.body_line)
-    if rendered is not None:
-        draft.add_found(check_markdown(rendered), draft.body_line)
+    # Template problems and Markdown problems together: where the template can't be rendered,
+    # check_source reads the Markdown rules off the source with stand-ins for its expressions.
+    draft.add_found(check_source(draft.body, runners_lab_url), draft.body_line)
 
 
 def _check_subject_template(draft: LessonDraft, runners_lab_url: str) -> None:
