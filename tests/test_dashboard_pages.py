@@ -6,16 +6,21 @@ Each test runs on SQLite and PostgreSQL, signed in through the real sign-in form
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, select
+from sqlalchemy import Engine, insert, select
 
 from drip.clock import FrozenClock
 from drip.engine.consent import unsubscribe
+from drip.esp.memory import MemoryBackend
+from drip.ingest.stream import OPEN, entry
 from drip.models import Consent, Conversion, Subscriber, SubscriberStatus
 from drip.runtime import Runtime
 from drip.settings import Settings
@@ -368,3 +373,60 @@ def test_static_files_are_versioned_and_cached(rt: Runtime) -> None:
     assert "max-age" in css.headers["cache-control"]
     assert again.status_code == 304
     assert http.get("/admin/static/settings.py").status_code == 404
+
+
+# --------------------------------------------------------------------------- tracking drain lag
+
+
+def _tracking_paragraph(html: str) -> str:
+    found = re.search(r'<p[^>]*id="tracking"[^>]*>(.*?)</p>', html, re.S)
+    assert found, "no tracking line on the Sending page"
+    return re.sub(r"<[^>]+>", "", found.group(0))
+
+
+def _lag_runtime(tmp_path: Path, engine: Engine, clock: FrozenClock, redis_url: str) -> Runtime:
+    settings = dashboard_settings(
+        tmp_path, redis_url=redis_url, tracking_stream=f"drip:test-dash:{uuid.uuid4().hex}"
+    )
+    return Runtime.build(settings, engine=engine, backend=MemoryBackend(clock=clock), clock=clock)
+
+
+def test_the_sending_page_shows_the_tracking_backlog_and_a_stalled_drain(
+    tmp_path: Path, engine: Engine, clock: FrozenClock, redis_url: str
+) -> None:
+    rt = _lag_runtime(tmp_path, engine, clock, redis_url)
+    stream = rt.settings.tracking_stream
+    direct = redis.Redis.from_url(redis_url)
+    try:
+        http, _ = signed_in(rt)
+        empty = _tracking_paragraph(http.get("/admin/sending").text)
+        for age in (40, 10):  # entries Redis took 40 s and 10 s ago (the time in their ids)
+            millis = int((clock() - timedelta(seconds=age)).timestamp() * 1000)
+            fields = entry(OPEN, 1, at=clock(), ip=None, user_agent=None)
+            direct.xadd(stream, fields, id=f"{millis}-0")  # type: ignore[arg-type]
+        keeping_up = _tracking_paragraph(http.get("/admin/sending").text)
+        clock.advance(timedelta(seconds=21))  # the oldest now waits 61 s: past the minute
+        behind_page = http.get("/admin/sending").text
+    finally:
+        direct.delete(stream)
+        direct.close()
+
+    assert empty == "No open or click waits to be stored; they are stored every 2 s."
+    assert (
+        keeping_up
+        == "2 opens and clicks wait to be stored, the oldest for 40 s; they are stored every 2 s."
+    )
+    assert 'class="error" role="alert" id="tracking"' in behind_page
+    assert _tracking_paragraph(behind_page).startswith(
+        "The drain is behind: 2 opens and clicks wait to be stored, the oldest for 61 s."
+    )
+
+
+def test_the_sending_page_says_when_redis_cannot_be_reached(
+    tmp_path: Path, engine: Engine, clock: FrozenClock
+) -> None:
+    rt = _lag_runtime(tmp_path, engine, clock, "redis://127.0.0.1:1/0")  # nothing listens there
+    http, _ = signed_in(rt)
+    page = http.get("/admin/sending")
+    assert page.status_code == 200
+    assert "can't be reached" in _tracking_paragraph(page.text)

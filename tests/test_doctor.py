@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,8 +32,17 @@ from drip.clock import FrozenClock, system_clock
 from drip.db import make_engine
 from drip.errors import SettingsError
 from drip.esp.memory import MemoryBackend
+from drip.ingest.stream import OPEN, entry
 from drip.migrate import upgrade
-from drip.reports.doctor import beat, configuration, content, database, sending, services
+from drip.reports.doctor import (
+    beat,
+    configuration,
+    content,
+    database,
+    sending,
+    services,
+    tracking,
+)
 from drip.reports.doctor.beat import BEAT_KEY, last_beat_tick, record_beat_tick
 from drip.reports.doctor.checklist import CHECKS, check_dkim_records, diagnose
 from drip.reports.doctor.dns_lookup import make_resolver
@@ -241,13 +251,19 @@ def test_a_check_that_raises_becomes_a_failed_line_and_its_dependents_skip(
 # --------------------------------------------------------------------------- database
 
 
+def head_revision() -> str:
+    """The newest migration, by its file name (``NNNN_what.py``): each release adds one."""
+    versions = REPO / "drip" / "migrations" / "versions"
+    return max(p.name[:4] for p in versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
 @pytest.mark.postgres
 def test_a_database_at_head_passes(tmp_path: Path, pg_engine: Engine) -> None:
     ctx = context(tmp_path, database_url=pg_url(pg_engine))
     assert database.check_database(ctx).status is Status.OK
     migrations = database.check_migrations(ctx)
     assert migrations.status is Status.OK
-    assert "0008" in migrations.detail
+    assert migrations.detail == f"the schema is at the head revision {head_revision()}"
 
 
 def test_an_unmigrated_database_fails_with_the_upgrade_command(tmp_path: Path) -> None:
@@ -267,7 +283,9 @@ def test_a_database_behind_and_one_ahead_of_the_scripts_fail(tmp_path: Path) -> 
     upgrade(engine, "0006")
     behind = database.check_migrations(context(tmp_path, database_url=url))
     assert behind.status is Status.FAIL
-    assert behind.detail == "the database is at revision 0006; this release's head is 0008"
+    assert behind.detail == (
+        f"the database is at revision 0006; this release's head is {head_revision()}"
+    )
     with engine.begin() as conn:
         conn.execute(text("update alembic_version set version_num = '9999'"))
     engine.dispose()
@@ -379,6 +397,92 @@ def test_the_tick_task_records_its_run(
     client = redis.Redis.from_url(redis4)
     assert last_beat_tick(client) == START
     client.close()
+
+
+# --------------------------------------------------------------------------- tracking drain
+
+
+@pytest.fixture
+def tracking_stream(redis_url: str) -> Iterator[str]:
+    """A stream of its own in the test Redis, deleted afterwards."""
+    name = f"drip:test-doctor:{uuid.uuid4().hex}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    client.delete(name)
+    client.close()
+
+
+def _waiting(redis_url: str, stream: str, *ages: int) -> None:
+    """Open entries that Redis took ``ages`` seconds before START (in increasing id order)."""
+    client = redis.Redis.from_url(redis_url)
+    for age in sorted(ages, reverse=True):
+        millis = int((START - timedelta(seconds=age)).timestamp() * 1000)
+        fields = entry(OPEN, 1, at=START, ip=None, user_agent=None)
+        client.xadd(stream, fields, id=f"{millis}-0")  # type: ignore[arg-type]
+    client.close()
+
+
+def test_an_empty_tracking_stream_passes(
+    tmp_path: Path, redis_url: str, tracking_stream: str
+) -> None:
+    ctx = context(tmp_path, redis_url=redis_url, tracking_stream=tracking_stream)
+    finding = tracking.check_drain(ctx)
+    assert finding == ok(
+        f"no open or click waits to be stored (Redis stream {tracking_stream}); "
+        "the drain runs every 2 s"
+    )
+
+
+def test_a_drain_keeping_up_passes_with_the_backlog(
+    tmp_path: Path, redis_url: str, tracking_stream: str
+) -> None:
+    _waiting(redis_url, tracking_stream, 30, 1)
+    finding = tracking.check_drain(
+        context(tmp_path, redis_url=redis_url, tracking_stream=tracking_stream)
+    )
+    assert finding.status is Status.OK
+    assert finding.detail.startswith("2 opens and clicks wait to be stored, the oldest for 30 s")
+
+
+def test_a_backlog_older_than_a_minute_warns_with_what_to_do(
+    tmp_path: Path, redis_url: str, tracking_stream: str
+) -> None:
+    _waiting(redis_url, tracking_stream, 61, 20, 3)
+    ctx = context(tmp_path, redis_url=redis_url, tracking_stream=tracking_stream)
+    finding = tracking.check_drain(ctx)
+    assert finding.status is Status.WARN
+    assert finding.detail.startswith("3 opens and clicks wait to be stored, the oldest for 61 s")
+    assert finding.fix is not None and "`drip tracking drain`" in finding.fix
+    # 60 s is still within the limit: the warning starts past it.
+    at_limit = context(
+        tmp_path,
+        redis_url=redis_url,
+        tracking_stream=tracking_stream,
+        clock=FrozenClock(START - timedelta(seconds=1)),
+    )
+    assert tracking.check_drain(at_limit).status is Status.OK
+
+
+def test_a_slow_drain_setting_waits_three_of_its_runs(
+    tmp_path: Path, redis_url: str, tracking_stream: str
+) -> None:
+    assert tracking.stalled_after(2) == 60
+    assert tracking.stalled_after(60) == 180
+    _waiting(redis_url, tracking_stream, 150)
+    slow = dict(redis_url=redis_url, tracking_stream=tracking_stream, tracking_drain_seconds=60)
+    assert tracking.check_drain(context(tmp_path, **slow)).status is Status.OK
+    assert (
+        tracking.check_drain(
+            context(tmp_path, **slow, clock=FrozenClock(START + timedelta(seconds=31)))
+        ).status
+        is Status.WARN
+    )
+
+
+def test_the_deploy_guide_describes_every_check_in_order() -> None:
+    guide = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    table = guide.split("| check | passes when | when it fails |", 1)[1].split("\n\n", 1)[0]
+    assert re.findall(r"^\| `([a-z-]+)` \|", table, re.M) == NAMES
 
 
 # --------------------------------------------------------------------------- content
@@ -663,7 +767,8 @@ def test_the_command_exits_1_and_prints_json_when_checks_fail(
     status = {line["check"]: line["status"] for line in report}
     assert status == {
         "settings": "ok", "secret-key": "ok", "database": "fail", "migrations": "skip",
-        "redis": "fail", "broker": "fail", "worker": "skip", "beat": "skip", "content": "ok",
+        "redis": "fail", "broker": "fail", "worker": "skip", "beat": "skip",
+        "tracking-drain": "skip", "content": "ok",
         "email-backend": "skip", "dns": "ok", "spf": "ok", "dkim": "ok", "dmarc": "ok",
         "event-webhook": "skip", "purchase-webhook": "fail", "healthz": "fail",
     }  # fmt: skip

@@ -145,6 +145,39 @@ class DrainReport:
     malformed: int = 0
 
 
+@dataclass(frozen=True)
+class Lag:
+    """How far the drain is behind: the entries still in the stream and the oldest one's age.
+
+    ``waiting`` counts every entry not yet stored, including those a drainer read but has not
+    acknowledged (they are deleted only once stored). ``oldest_at`` is when Redis took the oldest
+    of them (the time in its entry id, Redis's clock), None when nothing waits.
+    """
+
+    waiting: int
+    oldest_at: datetime | None
+
+    def oldest_seconds(self, now: datetime) -> float:
+        """How long the oldest entry has waited at ``now`` (0 when nothing waits)."""
+        if self.oldest_at is None:
+            return 0.0
+        return max((now - self.oldest_at).total_seconds(), 0.0)
+
+
+def lag(client: redis.Redis, stream: str) -> Lag:
+    """The drain's backlog in ``stream``, read-only: XLEN and the first entry, in one MULTI so
+    the two agree (a missing stream is an empty one). Raises :class:`redis.RedisError`."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xlen(stream)
+    pipe.xrange(stream, "-", "+", count=1)
+    waiting, first = pipe.execute()
+    if not first:
+        return Lag(0, None)
+    raw_id = first[0][0]
+    millis = int((raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)).split("-")[0])
+    return Lag(int(waiting), datetime.fromtimestamp(millis / 1000, UTC))
+
+
 def ensure_group(client: redis.Redis, stream: str) -> None:
     try:
         client.xgroup_create(stream, GROUP, id="0", mkstream=True)

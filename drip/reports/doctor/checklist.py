@@ -12,7 +12,15 @@ from collections.abc import Callable
 from dns.resolver import Resolver
 
 from drip.clock import Clock, system_clock
-from drip.reports.doctor import beat, configuration, content, database, sending, services
+from drip.reports.doctor import (
+    beat,
+    configuration,
+    content,
+    database,
+    sending,
+    services,
+    tracking,
+)
 from drip.reports.doctor.dns_lookup import DnsLookupError, make_resolver
 from drip.reports.doctor.findings import CheckResult, Finding, fail
 from drip.reports.doctor.mail_dns import (
@@ -69,6 +77,7 @@ CHECKS: tuple[Check, ...] = (
     Check("broker", services.check_broker),
     Check("worker", services.check_worker, needs=("broker",)),
     Check("beat", beat.check_beat, needs=("redis", "worker")),
+    Check("tracking-drain", tracking.check_drain, needs=("redis",)),
     Check("content", content.check_content),
     Check("email-backend", sending.check_backend),
     # One DNS server that does not answer costs one timeout, not one per record.

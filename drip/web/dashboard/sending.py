@@ -8,13 +8,17 @@ buttons: "Resume sending" (``drip sending resume``), "Resend" one unknown or fai
 to the page with a short notice (``?done=...&n=...``), so a reload never repeats it.
 
 Figures here are read on every view, never cached: after a click the page must show the change.
+The page also shows the tracking drain's lag (opens and clicks waiting in Redis), as the doctor's
+``tracking-drain`` check judges it.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -22,6 +26,8 @@ from drip.engine import handover
 from drip.engine.reconcile import settle_cutoff, waiting_rows
 from drip.models import DeliveryStatus
 from drip.reports import sending_health
+from drip.reports.doctor import tracking
+from drip.runtime import Runtime
 from drip.web.dashboard.rendering import admin_page
 from drip.web.dashboard.security import Admin, Checked, DashboardRoute
 from drip.web.deps import RuntimeDep, enqueue
@@ -41,6 +47,32 @@ NOTICES = {
 QUEUE_DOWN = (
     " The workers' queue could not be reached: the emails stay queued and go out within 10 minutes."
 )
+
+
+REDIS_SECONDS = 1.0  # the page waits at most this long for Redis
+
+
+@dataclass(frozen=True)
+class TrackingBacklog:
+    """The tracking drain's lag as the page shows it (None in the context: Redis unreachable)."""
+
+    waiting: int
+    oldest_seconds: float
+    stalled: bool  # the oldest waited past tracking.stalled_after: the drain is behind
+    summary: str  # tracking.describe: how many wait, the oldest for how long
+
+
+def tracking_backlog(rt: Runtime) -> TrackingBacklog | None:
+    """The opens and clicks waiting in the Redis stream; None when Redis does not answer."""
+    settings = rt.settings
+    try:
+        backlog = tracking.read_lag(settings.redis_url, settings.tracking_stream, REDIS_SECONDS)
+    except redis.RedisError as err:
+        log.warning("dashboard: cannot read the tracking stream: %s", err)
+        return None
+    age = backlog.oldest_seconds(rt.clock())
+    stalled = age > tracking.stalled_after(settings.tracking_drain_seconds)
+    return TrackingBacklog(backlog.waiting, age, stalled, tracking.describe(backlog, age))
 
 
 def _enqueue(request: Request) -> handover.Enqueue:
@@ -88,6 +120,8 @@ def sending_page(
         "failed": failed,
         "rows_shown": ROWS_SHOWN,
         "checked_at": now,
+        "tracking": tracking_backlog(rt),
+        "drain_seconds": rt.settings.tracking_drain_seconds,
         "notice": notice(done, n, queue == "down"),
     }
     return admin_page(request, "sending.html", context)
