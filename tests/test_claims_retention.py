@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -21,26 +20,13 @@ from drip.esp.memory import MemoryBackend
 from drip.models import Subscriber, SubscriberStatus
 from drip.runtime import Runtime
 from drip.settings import Settings
+from tests.beat_support import entries_for, interval_seconds
 from tests.conftest import make_settings
 from tests.web_support import client_for, form_signup, last_confirm_path, web_settings
 from workers.celery_app import app, make_celery
 
 PURGE_TASK = "drip.purge_pending"
 RETENTION_DAYS = 12  # not the default 30: the task must read the setting
-
-
-def interval_seconds(entry: dict[str, Any]) -> float:
-    """The period of a beat_schedule entry, in seconds, whatever form it was written in."""
-    schedule = entry["schedule"]
-    if isinstance(schedule, (int, float)):
-        return float(schedule)
-    if isinstance(schedule, timedelta):
-        return schedule.total_seconds()
-    return float(schedule.run_every.total_seconds())  # celery.schedules.schedule
-
-
-def entries_for(schedule: dict[str, dict[str, Any]], task: str) -> list[dict[str, Any]]:
-    return [entry for entry in schedule.values() if entry["task"] == task]
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ deliveries queued, sending, unknown and failed, and the command to run when some
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +19,7 @@ from drip.cli.support import runtime_or_exit as _runtime
 from drip.errors import ContentError, SettingsError
 
 if TYPE_CHECKING:
+    from drip.ingest.stream import DrainReport
     from drip.reports.sending_health import SendingHealth
     from drip.reports.stats import Revenue, Stats
 
@@ -164,21 +166,62 @@ def tracking() -> None:
     """Open and click tracking: the Redis stream and the rollups."""
 
 
+class _StopSignals:
+    """SIGTERM and SIGINT ask ``--forever`` to stop (``requested``) instead of killing it
+    mid-drain: the drain in hand finishes and the command exits 0. The previous handlers are
+    put back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SLICE = 0.1  # seconds: how soon a pause notices a stop
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def __enter__(self) -> _StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when a stop is requested meanwhile."""
+        ends = time.monotonic() + seconds
+        while not self.requested and (left := ends - time.monotonic()) > 0:
+            time.sleep(min(left, self.SLICE))
+
+
+def _echo_drained(report: DrainReport) -> None:
+    click.echo(
+        f"drained {report.entries} entries in {report.batches} batch(es): "
+        f"{report.stored} stored, {report.duplicates} duplicates, {report.malformed} malformed"
+    )
+
+
 @tracking.command("drain")
-@click.option("--forever", is_flag=True, help="Keep draining (every DRIP_TRACKING_DRAIN_SECONDS).")
+@click.option(
+    "--forever",
+    is_flag=True,
+    help="Keep draining (every DRIP_TRACKING_DRAIN_SECONDS) until SIGTERM (or Ctrl-C).",
+)
 def tracking_drain(forever: bool) -> None:
     """Move queued opens and clicks from Redis into the database."""
     from drip.ingest.stream import drain
 
     rt = _runtime()
-    while True:
-        report = drain(rt)
-        if report.entries or not forever:
-            click.echo(
-                f"drained {report.entries} entries in {report.batches} batch(es): "
-                f"{report.stored} stored, {report.duplicates} duplicates, "
-                f"{report.malformed} malformed"
-            )
-        if not forever:
-            return
-        time.sleep(rt.settings.tracking_drain_seconds)
+    if not forever:
+        _echo_drained(drain(rt))
+        return
+    with _StopSignals() as stop:
+        while not stop.requested:
+            report = drain(rt)
+            if report.entries:
+                _echo_drained(report)
+            stop.pause(rt.settings.tracking_drain_seconds)
+    click.echo("stopped")
