@@ -62,7 +62,8 @@ def import_(file: Path, dry_run: bool, skip_invalid: bool, enroll: bool) -> None
     """Import a Kit, Mailchimp or drip CSV export: all rows or none.
 
     Each bad row is reported as FILE:LINE: reason. With any bad row nothing is written, unless
-    --skip-invalid. Suppressed and erased addresses are never re-activated.
+    --skip-invalid. Suppressed and erased addresses are never re-activated. A row whose columns
+    disagree is read the way that sends less mail, reported as FILE:LINE: conflict: what was done.
     """
     from drip.subscribers.importer import import_parsed, read_file
 
@@ -86,10 +87,13 @@ def import_(file: Path, dry_run: bool, skip_invalid: bool, enroll: bool) -> None
         click.echo(f"{file}:{issue.line}: invalid: {issue.reason}", err=True)
     for issue in report.skipped:
         click.echo(f"{file}:{issue.line}: skipped: {issue.reason}", err=True)
+    for issue in report.conflicts:
+        click.echo(f"{file}:{issue.line}: conflict: {issue.reason}", err=True)
     click.echo(
         f"{report.rows} rows: {report.created} new, {report.updated} updated, "
         f"{report.unsubscribed} unsubscribed, {report.suppressed} suppressed, "
-        f"{len(report.skipped)} skipped, {len(report.invalid)} invalid"
+        f"{len(report.skipped)} skipped, {len(report.invalid)} invalid, "
+        f"{len(report.conflicts)} conflicts"
     )
     if report.invalid and not skip_invalid:
         click.echo("nothing imported: fix the rows above, or use --skip-invalid", err=True)

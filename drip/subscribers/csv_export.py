@@ -4,6 +4,11 @@ A suppressed subscriber (bounce, complaint...) carries its reason and date in ``
 and ``suppressed_at``, so the list it moves to doesn't take it for a healthy one. Erased
 subscribers have no address and are not written; nor is a suppression without a subscriber: the
 list keeps only salted hashes of addresses (:mod:`drip.suppress`).
+
+``course_emails`` and ``newsletter`` say whether the subscriber gets those emails: both ``false``
+for someone unsubscribed or suppressed, whatever they had chosen before (an unsubscribe keeps the
+old choices, and a resubscribe resets them). So the file never shows a person who gets no mail as
+wanting it, and drip's import reads it back without conflicts.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from drip.models import Subscriber
+from drip.models import Subscriber, SubscriberStatus
 from drip.subscribers.csvmap import FORMULA_START
 from drip.suppress import suppressions_of
 
@@ -60,6 +65,7 @@ def write_csv(session: Session, out: TextIO, page: int = 1000) -> int:
         suppressed = suppressions_of(session, [sub.email for sub in batch if sub.email])
         for sub in batch:
             listed = suppressed.get(sub.email or "")
+            mailable = listed is None and sub.status != SubscriberStatus.UNSUBSCRIBED
             writer.writerow(
                 [
                     sub.email,
@@ -68,8 +74,8 @@ def write_csv(session: Session, out: TextIO, page: int = 1000) -> int:
                     ",".join(sorted(t.name for t in sub.tags)),
                     sub.time_zone or "",
                     _safe(sub.source),
-                    str(sub.course_emails).lower(),
-                    str(sub.newsletter).lower(),
+                    str(mailable and sub.course_emails).lower(),
+                    str(mailable and sub.newsletter).lower(),
                     sub.created_at.isoformat(),
                     sub.confirmed_at.isoformat() if sub.confirmed_at else "",
                     sub.unsubscribed_at.isoformat() if sub.unsubscribed_at else "",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from drip.errors import InvalidInput
+from drip.subscribers.csv_choices import import_source, parse_choice
 from drip.subscribers.validation import clean_name, clean_tags, clean_zone, normalize_address
 
 EMAIL = ("email", "email_address", "e_mail", "e_mail_address")
@@ -29,6 +30,9 @@ UNSUB_TIME = ("unsub_time", "unsubscribed_at")
 CLEAN_TIME = ("clean_time",)
 SUPPRESSED_REASON = ("suppressed_reason",)
 SUPPRESSED_AT = ("suppressed_at",)
+COURSE_EMAILS = ("course_emails",)
+NEWSLETTER = ("newsletter",)
+SOURCE = ("source",)
 
 ACTIVE = "active"
 UNSUBSCRIBED = "unsubscribed"
@@ -72,6 +76,10 @@ class ImportRow:
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
     suppressed_at: datetime | None = None  # when the old list suppressed it, if it says
+    stated_status: str = ""  # what the status column itself says, mapped ("" if empty)
+    course_emails: bool | None = None  # drip's export; None: the file doesn't say
+    newsletter: bool | None = None
+    source: str | None = None  # drip's export: where the subscriber signed up
 
     @property
     def suppressed(self) -> bool:
@@ -146,6 +154,9 @@ def read_rows(lines: Iterable[str]) -> ParsedFile:
         "clean": _column(headers, CLEAN_TIME),
         "suppressed_reason": _column(headers, SUPPRESSED_REASON),
         "suppressed_at": _column(headers, SUPPRESSED_AT),
+        "course_emails": _column(headers, COURSE_EMAILS),
+        "newsletter": _column(headers, NEWSLETTER),
+        "source": _column(headers, SOURCE),
     }
     parsed = ParsedFile()
     seen: dict[str, int] = {}
@@ -206,6 +217,10 @@ def _row(
         confirmed_at=parse_date(get(cols["confirmed"]), "confirm time"),
         unsubscribed_at=unsubscribed_at,
         suppressed_at=suppressed_at,
+        stated_status=STATUS_MAP[raw_status] if raw_status else "",
+        course_emails=parse_choice(get(cols["course_emails"]), "course_emails"),
+        newsletter=parse_choice(get(cols["newsletter"]), "newsletter"),
+        source=import_source(unformula(get(cols["source"]).strip())),
     )
 
 

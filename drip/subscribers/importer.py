@@ -4,6 +4,9 @@ Rules: suppressed and erased addresses are never (re)activated; an address unsub
 stays unsubscribed whatever the file says; an unsubscribe or a bounce in the file is honoured,
 and so is a suppression in drip's own export (its reason and date are kept).
 Rows that were not confirmed on the old platform are left out (we can't prove their consent).
+An opt-out wins from either side: the file's ``course_emails``/``newsletter`` false turns that
+choice off here, and the file's true never turns back on one that is off here. A row whose columns
+disagree is read the way that sends less mail (:mod:`drip.subscribers.import_conflicts`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from drip.errors import InvalidInput
 from drip.models import Subscriber, SubscriberStatus
 from drip.subscribers import csvmap
 from drip.subscribers.csvmap import ImportRow, ParsedFile, RowIssue
+from drip.subscribers.import_conflicts import safer_reading
 from drip.subscribers.store import add_tags
 from drip.suppress import email_hash, salt, suppress_since, suppressed_hashes
 
@@ -45,6 +49,8 @@ class ImportReport:
     suppressed: int = 0
     invalid: list[RowIssue] = field(default_factory=list)
     skipped: list[RowIssue] = field(default_factory=list)
+    # rows read the way that sends less mail: columns that disagree, or a choice off here
+    conflicts: list[RowIssue] = field(default_factory=list)
     written: bool = False
 
 
@@ -101,6 +107,8 @@ def _apply(
     options: ImportOptions,
     report: ImportReport,
 ) -> None:
+    row, conflicts = safer_reading(row)
+    report.conflicts.extend(RowIssue(row.line, sentence) for sentence in conflicts)
     if row.suppressed:  # bounce, complaint...: listed, never made a subscriber who gets mail
         suppress_since(session, row.email, row.status, row.suppressed_at, detail=options.source)
         if subscriber is not None:
@@ -127,12 +135,41 @@ def _apply(
         report.updated += 1
         subscriber.first_name = subscriber.first_name or row.first_name
         subscriber.time_zone = subscriber.time_zone or row.time_zone
+        subscriber.source = subscriber.source or row.source or ""
         add_tags(session, subscriber, row.tags)
+        _merge_choices(session, subscriber, row, report)
     if subscriber.status == SubscriberStatus.PENDING:
         subscriber.status = SubscriberStatus.ACTIVE
         subscriber.confirmed_at = row.confirmed_at or row.signed_up_at or now
-    if subscriber.status == SubscriberStatus.ACTIVE and options.enroll_in is not None:
+    if (
+        subscriber.status == SubscriberStatus.ACTIVE
+        and subscriber.course_emails
+        and options.enroll_in is not None
+    ):
         enroll(session, subscriber, options.enroll_in, now, options.fallback_tz)
+
+
+def _merge_choices(
+    session: Session, subscriber: Subscriber, row: ImportRow, report: ImportReport
+) -> None:
+    """The file's choices into an existing subscriber: a false turns the choice off (course
+    emails off stops the course, as on the preferences page); a true never turns one back on."""
+    if row.course_emails is False and subscriber.course_emails:
+        subscriber.course_emails = False
+        stop_enrollments(session, subscriber.id, "preferences")
+    if row.newsletter is False:
+        subscriber.newsletter = False
+    for name, in_file, here in (
+        ("course_emails", row.course_emails, subscriber.course_emails),
+        ("newsletter", row.newsletter, subscriber.newsletter),
+    ):
+        if in_file and not here:
+            report.conflicts.append(
+                RowIssue(
+                    row.line,
+                    f"{name} is true, but off here: kept off, an import never turns mail back on",
+                )
+            )
 
 
 def _create(session: Session, row: ImportRow, now: datetime, options: ImportOptions) -> Subscriber:
@@ -142,7 +179,9 @@ def _create(session: Session, row: ImportRow, now: datetime, options: ImportOpti
         first_name=row.first_name,
         time_zone=row.time_zone,
         status=SubscriberStatus.ACTIVE if active else SubscriberStatus.UNSUBSCRIBED,
-        source=options.source[:100],
+        source=row.source or options.source[:100],
+        course_emails=row.course_emails is not False,
+        newsletter=row.newsletter is not False,
         created_at=row.signed_up_at or now,
         confirmed_at=(row.confirmed_at or row.signed_up_at or now) if active else None,
         unsubscribed_at=None if active else (row.unsubscribed_at or now),
@@ -221,5 +260,6 @@ def import_parsed(
             transaction.commit()
             report.written = True
     report.skipped.sort(key=lambda issue: issue.line)
+    report.conflicts.sort(key=lambda issue: issue.line)
     log.info("import from %s: %s", source, "written" if report.written else "not written")
     return report
