@@ -224,6 +224,19 @@ class Enrollment(Base):
     )
 
 
+def lesson_key(sequence: str, position: int, entry: int = 1) -> str:
+    """A lesson delivery's message key: ``"course/3"``, and ``"course/3#2"`` on a second entry
+    into the sequence (re-entry), so that the unique (subscriber, message key) pair still keeps
+    every email once per entry."""
+    return f"{sequence}/{position}" if entry <= 1 else f"{sequence}/{position}#{entry}"
+
+
+def lesson_of_key(message_key: str) -> tuple[str, int]:
+    """The (sequence, position) of a lesson delivery's message key (:func:`lesson_key`)."""
+    slug, _, rest = message_key.rpartition("/")
+    return slug, int(rest.partition("#")[0])
+
+
 class Delivery(Base):
     """One email to one subscriber; unique (subscriber_id, message_key) guards exactly-once."""
 
@@ -523,3 +536,65 @@ class AdminLoginFailure(Base):
     ip: Mapped[str] = mapped_column(String(64))  # per address; an IPv6 client per /64
 
     __table_args__ = (Index(None, "account", "at"), Index(None, "ip", "at"), Index(None, "at"))
+
+
+# --------------------------------------------------------------------------- outgoing webhooks
+
+
+class OutgoingWebhookStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt (or in one)
+    DELIVERED = "delivered"  # the endpoint answered 2xx
+    FAILED = "failed"  # no 2xx within the retry window, or the endpoint is no longer configured
+
+
+class OutgoingWebhook(Base):
+    """One event for one endpoint: the outbox of outgoing webhooks (drip.outgoing).
+
+    Written in the transaction of what it reports, so it exists if and only if that was
+    committed. ``body`` is the JSON posted, the same bytes on every attempt; ``message_id`` is
+    its ``webhook-id``, by which a receiver recognizes a retry. No secret is stored here: the
+    worker signs with the configured endpoint's.
+    """
+
+    __tablename__ = "outgoing_webhooks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(40))  # "msg_<32 hex>"
+    event_type: Mapped[str] = mapped_column(String(40))  # drip.outgoing_endpoints.EVENT_TYPES
+    endpoint_url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=OutgoingWebhookStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    # Due time of the next attempt (pending rows only); pushed ahead while an attempt runs.
+    next_attempt_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Beat's query every few seconds: only pending rows, so finished ones cost nothing.
+        Index(
+            "ix_outgoing_webhooks_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class OutgoingWebhookAttempt(Base):
+    """One attempt to post an :class:`OutgoingWebhook`: its answer or error, and how long."""
+
+    __tablename__ = "outgoing_webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("outgoing_webhooks.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1 for the first attempt
+    at: Mapped[datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no answer (error says why)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "webhook_id"),)

@@ -4,6 +4,7 @@
 [[triggers]]
 on = "tag_added"   # form, tag_added, tag_removed, purchased, completed, clicked, manual
 tag = "5k-plan"    # the kind's one value: form, tag, product, sequence, link (none for manual)
+                   # (a link matches human clicks on that URL, whatever its query string)
 
 [[exits]]
 on = "purchased"   # purchased, tag_added, tag_removed, unsubscribed
@@ -22,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from drip.errors import Problem
 
@@ -31,6 +33,7 @@ __all__ = [
     "TRIGGER_KINDS",
     "Rule",
     "check_rules",
+    "link_key",
 ]
 
 # The one value each kind names, by its key in the table. ``manual`` names nothing.
@@ -80,6 +83,13 @@ class Rule:
     def label(self) -> str:
         """``"tag_added:5k-plan"``: how an enrollment records what started it."""
         return f"{self.on}:{self.value}" if self.value else self.on
+
+
+def link_key(url: str) -> str:
+    """What a ``clicked`` trigger compares: the URL without its query and fragment, so that a
+    click on ``https://x.test/plan?utm_source=drip`` counts for ``link = "https://x.test/plan"``."""
+    parts = urlsplit(url.strip())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
 
 
 def check_rules(
@@ -137,6 +147,8 @@ def _check_entry(
     if value_key is None:
         return None, Rule(kind, "", line)
     value = entry.get(value_key)
+    if value_key == "link" and isinstance(value, str):
+        value = link_key(value)
     if value is None:
         return f"{what} on = {kind!r} needs {value_key} = ...", None
     valid, wanted = _VALUE_RULES[value_key]

@@ -4,7 +4,8 @@ Run by beat once a minute (and by the demo's simulated clock). For each due enro
 transaction: a ``queued`` delivery row for its next lesson (unique per subscriber and message key,
 so a second tick, or a second beat process, can never create another), and the enrollment
 advanced: position + 1 and ``next_send_at`` moved to the next allowed local day, or completed
-and the follow-on sequence entered. The caller enqueues the returned delivery ids only after the
+and the sequences its completion triggers entered. A subscriber gets at most one sequence email
+per local day (:func:`one_a_day`). The caller enqueues the returned delivery ids only after the
 commit (pretix's outbox pattern), so a worker never sees a row that isn't there yet.
 
 On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so two ticks split the work; on SQLite
@@ -18,22 +19,28 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, or_, select, update
 from sqlalchemy.orm import Session
 
+from drip.content.types import Sequence as SequenceDef
+from drip.engine import automations
 from drip.engine import pause as engine_state
 from drip.engine.enrollments import due_after_send
 from drip.errors import BackendError
 from drip.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
-from drip.store import store_for
+from drip.schedule import resolve_zone
+from drip.store import one_of, store_for
 
 if TYPE_CHECKING:
     from drip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[[list[int]], None]
+# A local day spans at most 26 hours of UTC (zones run from UTC-12 to UTC+14); reaching back
+# two days finds every send of the current local day, whatever the zone.
+_LOCAL_DAY_REACH = timedelta(hours=50)
 
 
 @dataclass
@@ -59,17 +66,25 @@ class _Step:
 
     lesson: int | None  # the lesson to send now, or None: nothing left (sequence shortened)
     next_send_at: datetime | None  # None: the enrollment is completed by this claim
-    follow_on: dict[str, object] | None  # the enrollment to create on completion
+    # The enrollments to create on completion (``completed`` triggers), and the sequences
+    # among them that allow re-entry (started through drip.engine.automations.start).
+    follow_ons: tuple[dict[str, object], ...] = ()
+    again: tuple[SequenceDef, ...] = ()
 
 
 def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim:
-    """Claim up to ``limit`` due enrollments, write their deliveries and advance them."""
+    """Claim up to ``limit`` due enrollments, write their deliveries and advance them.
+
+    A subscriber gets at most one sequence email per local day (:func:`one_a_day`): the other
+    due enrollments are claimed too, and moved to their next allowed day.
+    """
     rows = session.execute(
         select(
             Enrollment.id,
             Enrollment.subscriber_id,
             Enrollment.sequence,
             Enrollment.position,
+            Enrollment.entry,
             Subscriber.time_zone,
         )
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
@@ -80,23 +95,26 @@ def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim
     ).all()
     if not rows:
         return Claim([], 0, 0)
+    sending, waiting = one_a_day(rt, session, rows, now)
     # Everyone at the same sequence, position and zone gets the same step: computed once each
     # (a chunk holds a handful of combinations, not thousands).
     steps: dict[tuple[str, int, str | None], _Step] = {}
-    deliveries: list[tuple[int, str, int]] = []  # (subscriber_id, sequence, position)
+    deliveries: list[tuple[int, str, int, int]] = []  # (subscriber_id, sequence, position, entry)
     advanced: list[tuple[int, int, datetime | None]] = []  # (enrollment id, position, next)
     follow_ons: list[dict[str, object]] = []
-    for enrollment_id, subscriber_id, slug, position, zone in rows:
+    again: dict[tuple[str, str], tuple[SequenceDef, list[int]]] = {}  # (completed, target)
+    for enrollment_id, subscriber_id, slug, position, entry, zone in sending:
         step = steps.get((slug, position, zone))
         if step is None:
             step = steps[(slug, position, zone)] = _step(rt, slug, position, zone, now)
         if step.lesson is None:
             advanced.append((enrollment_id, position, None))
             continue
-        deliveries.append((subscriber_id, slug, step.lesson))
+        deliveries.append((subscriber_id, slug, step.lesson, entry))
         advanced.append((enrollment_id, step.lesson, step.next_send_at))
-        if step.follow_on is not None:
-            follow_ons.append({**step.follow_on, "subscriber_id": subscriber_id})
+        follow_ons.extend({**f, "subscriber_id": subscriber_id} for f in step.follow_ons)
+        for target in step.again:
+            again.setdefault((slug, target.slug), (target, []))[1].append(subscriber_id)
     # A lesson's delivery row exists already when another tick wrote it (then nothing is sent
     # again), or when it was skipped while the subscriber was out or failed, and the enrollment
     # was set back to send it again (drip.subscribers.store.resume_enrollments,
@@ -106,11 +124,81 @@ def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim
     ids = store.insert_lesson_deliveries(session, deliveries, now) if deliveries else []
     if advanced:
         store.advance_enrollments(session, advanced, now)
+    if waiting:
+        session.execute(update(Enrollment).execution_options(synchronize_session=False), waiting)
     if follow_ons:
         stmt = store.insert_ignore(Enrollment, ["subscriber_id", "sequence"])
         session.execute(stmt, follow_ons)
+    fallback = rt.settings.default_timezone
+    for (done, _), (target, subscriber_ids) in again.items():
+        automations.start(session, subscriber_ids, target, now, fallback, f"completed:{done}")
     completed = sum(1 for _, _, due in advanced if due is None)
     return Claim(ids, completed, len(rows))
+
+
+def one_a_day(
+    rt: Runtime, session: Session, rows: Sequence[Row[Any]], now: datetime
+) -> tuple[list[Row[Any]], list[dict[str, object]]]:
+    """Split due enrollments into those to send now and those that wait for another day.
+
+    At most one sequence email per subscriber and local day: of a subscriber's due
+    enrollments, the sequence with the highest ``priority`` goes (then the alphabetically
+    first); the others, and any whose subscriber already got a sequence email this local day
+    from another enrollment, move to their next allowed day (``{"id", "next_send_at"}`` rows),
+    never lost. The first email of a ``first_lesson = "immediately"`` sequence always goes (it
+    is what the subscriber just asked for) and counts as the day's email.
+    """
+    library = rt.library
+    if len(library) < 2:  # one sequence: nothing can share a day with it
+        return list(rows), []
+    fallback = rt.settings.default_timezone
+
+    def rank(row: Row[Any]) -> tuple[int, int, str]:
+        sequence = library.get(row.sequence)
+        if sequence is None:
+            return (0, 0, row.sequence)
+        at_once = row.position == 0 and sequence.first_lesson_immediately
+        return (0 if at_once else 1, -sequence.priority, row.sequence)
+
+    best: dict[int, Row[Any]] = {}
+    for row in rows:
+        held = best.get(row.subscriber_id)
+        if held is None or rank(row) < rank(held):
+            best[row.subscriber_id] = row
+    sent_today = _sent_today(session, list(best.values()), now, fallback)
+    sending, waiting = [], []
+    for row in rows:
+        first = best[row.subscriber_id]
+        immediate = rank(row)[0] == 0
+        if immediate or (row is first and row.subscriber_id not in sent_today):
+            sending.append(row)
+            continue
+        sequence = library.get(row.sequence)
+        if sequence is None:
+            sending.append(row)  # removed: the claim completes it without sending
+            continue
+        due = due_after_send(sequence, row.position + 1, now, row.time_zone, fallback)
+        waiting.append({"id": row.id, "next_send_at": due})
+    return sending, waiting
+
+
+def _sent_today(session: Session, rows: list[Row[Any]], now: datetime, fallback: str) -> set[int]:
+    """The subscribers of ``rows`` who got a sequence email this local day from an enrollment
+    that is not due now (the due ones are being claimed: their last send was another day)."""
+    zones = {row.subscriber_id: row.time_zone for row in rows}
+    recent = session.execute(
+        select(Enrollment.subscriber_id, Enrollment.last_sent_at).where(
+            one_of(Enrollment.subscriber_id, sorted(zones), session),
+            Enrollment.last_sent_at >= now - _LOCAL_DAY_REACH,
+            or_(Enrollment.next_send_at.is_(None), Enrollment.next_send_at > now),
+        )
+    ).all()
+    today: set[int] = set()
+    for subscriber_id, last_sent_at in recent:
+        zone = resolve_zone(zones[subscriber_id], fallback)
+        if last_sent_at.astimezone(zone).date() == now.astimezone(zone).date():
+            today.add(subscriber_id)
+    return today
 
 
 def _step(rt: Runtime, slug: str, position: int, zone: str | None, now: datetime) -> _Step:
@@ -118,27 +206,34 @@ def _step(rt: Runtime, slug: str, position: int, zone: str | None, now: datetime
     nxt = position + 1
     if sequence is None or sequence.lesson_at(nxt) is None:
         # The sequence was removed or shortened since: nothing left to send.
-        return _Step(None, None, None)
+        return _Step(None, None)
     fallback = rt.settings.default_timezone
     if nxt < sequence.length:
-        return _Step(nxt, due_after_send(sequence, nxt + 1, now, zone, fallback), None)
-    follow_on = rt.library.get(sequence.on_complete or "")
-    if follow_on is None:
-        return _Step(nxt, None, None)
-    # Entered on completion: never the same local day as the last lesson.
-    due = (
-        now
-        if follow_on.first_lesson_immediately
-        else due_after_send(follow_on, 1, now, zone, fallback)
-    )
-    enrollment: dict[str, object] = {
-        "sequence": follow_on.slug,
-        "position": 0,
-        "status": EnrollmentStatus.ACTIVE,
-        "next_send_at": due,
-        "enrolled_at": now,
-    }
-    return _Step(nxt, None, enrollment)
+        return _Step(nxt, due_after_send(sequence, nxt + 1, now, zone, fallback))
+    follow_ons: list[dict[str, object]] = []
+    again: list[SequenceDef] = []
+    for target in rt.automations.started_by("completed", slug):
+        if target.reentry:
+            again.append(target)
+            continue
+        # Entered on completion: never the same local day as the last lesson.
+        due = (
+            now
+            if target.first_lesson_immediately
+            else due_after_send(target, 1, now, zone, fallback)
+        )
+        follow_ons.append(
+            {
+                "sequence": target.slug,
+                "position": 0,
+                "entry": 1,
+                "trigger": f"completed:{slug}",
+                "status": EnrollmentStatus.ACTIVE,
+                "next_send_at": due,
+                "enrolled_at": now,
+            }
+        )
+    return _Step(nxt, None, tuple(follow_ons), tuple(again))
 
 
 def reap(

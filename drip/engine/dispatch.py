@@ -6,7 +6,8 @@
    is not ``queued`` any more (sent by an earlier, redelivered copy of the task) is left alone:
    this is the exactly-once guarantee.
 2. **Exit conditions**, right before sending: unsubscribed, erased, suppressed, converted (for
-   sales sequences) or opted out of this kind of email -> ``skipped`` with the reason, and the
+   sales sequences), opted out of this kind of email, or the enrollment stopped since its claim
+   (a sequence's ``[[exits]]``: a purchase, a tag) -> ``skipped`` with the reason, and the
    enrollment stopped.
 3. **Send** per message (rendered once, cached) in backend-sized batches, each only while the
    provider's shared hold is open (:mod:`drip.engine.throttle`): a held batch goes back to the
@@ -42,7 +43,14 @@ from drip.errors import (
     TransientBackendError,
 )
 from drip.esp.base import Message, Recipient, SendResult
-from drip.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from drip.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from drip.store import one_of
 from drip.suppress import hash_with, listed_hashes, salt
 from drip.tracking.links import tracking_substitutions
@@ -198,12 +206,15 @@ def _apply_exit_conditions(
     key = salt(session)
     hashes = {s.id: hash_with(key, s.email) for s in subs.values() if s.email}
     suppressed = listed_hashes(session, hashes.values())
+    exited = _exited(session, rows)
     ready = []
     skipped: list[dict[str, object]] = []
     for row in rows:
         sub = subs.get(row.subscriber_id)
         blocked = hashes.get(row.subscriber_id) in suppressed
         reason = _exit_reason(source_for(rt.sources, row.kind), rt, sub, row.sequence, blocked)
+        if reason is None and row.sequence:
+            reason = exited.get((row.subscriber_id, row.sequence))
         if reason is not None or sub is None:
             skipped.append({"id": row.id, "status": DeliveryStatus.SKIPPED, "error": reason})
             if row.sequence:
@@ -216,6 +227,21 @@ def _apply_exit_conditions(
         session.execute(update(Delivery), skipped)
     report.skipped += len(skipped)
     return ready
+
+
+def _exited(session: Session, rows: list[Row[Any]]) -> dict[tuple[int, str], str]:
+    """Why the enrollments of these lesson rows were stopped since their claim, by (subscriber,
+    sequence): an exit (a purchase, a tag), an unsubscribe or an erasure took them out."""
+    lessons = [r for r in rows if r.sequence]
+    if not lessons:
+        return {}
+    stopped = session.execute(
+        select(Enrollment.subscriber_id, Enrollment.sequence, Enrollment.stop_reason).where(
+            one_of(Enrollment.subscriber_id, sorted({r.subscriber_id for r in lessons}), session),
+            Enrollment.status == EnrollmentStatus.STOPPED,
+        )
+    )
+    return {(sid, slug): reason or "stopped" for sid, slug, reason in stopped}
 
 
 def _recipient(

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
 
+from drip.content.triggers import Rule
 from drip.esp.base import Message
-from drip.models import DeliveryKind, SubscriberStatus
+from drip.models import DeliveryKind, SubscriberStatus, lesson_of_key
 
 if TYPE_CHECKING:
     from drip.runtime import Runtime
@@ -22,9 +23,9 @@ class LessonSource:
     receivers = frozenset({SubscriberStatus.ACTIVE})
 
     def message(self, rt: Runtime, message_key: str) -> Message:
-        slug, _, position = message_key.rpartition("/")
+        slug, position = lesson_of_key(message_key)
         sequence = rt.library[slug]
-        lesson = sequence.lesson_at(int(position))
+        lesson = sequence.lesson_at(position)
         if lesson is None:
             raise LookupError(f"no lesson {message_key}")
         return rt.renderer.lesson(sequence, lesson)
@@ -37,6 +38,8 @@ class LessonSource:
             return "converted"
         if not subscriber.course_emails:
             return "preferences"
+        if not subscriber.newsletter and Rule("unsubscribed", "newsletter") in found.exits:
+            return "exit unsubscribed:newsletter"
         return None
 
     def recipient_fields(self, rt: Runtime, subscriber_id: int, now: datetime) -> dict[str, str]:

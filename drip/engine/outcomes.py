@@ -39,7 +39,14 @@ from drip.engagement import count_sent
 from drip.engine import pause as engine_state
 from drip.engine.enrollments import due_after_send
 from drip.esp.base import SendResult
-from drip.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
+from drip.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    lesson_of_key,
+)
 from drip.store import one_of, store_for
 from drip.suppress import suppress_addresses
 
@@ -217,9 +224,11 @@ def _failed_attempts(
 
 
 def _position(message_key: str) -> int | None:
-    """The lesson number of a lesson's message key, ``<sequence>/<position>``."""
-    tail = message_key.rpartition("/")[2]
-    return int(tail) if tail.isdigit() else None
+    """The lesson number of a lesson's message key (drip.models.lesson_key)."""
+    try:
+        return lesson_of_key(message_key)[1]
+    except ValueError:
+        return None
 
 
 def _queued_at(session: Session, ids: Sequence[int]) -> dict[int, datetime]:

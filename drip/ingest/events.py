@@ -176,12 +176,18 @@ def store(rt: Runtime, events: list[Event], *, attempts: int = 3) -> IngestRepor
     for attempt in range(1, attempts + 1):
         try:
             with rt.transaction() as session:
-                return ingest(
+                now = rt.clock()
+                report = ingest(
                     session,
                     events,
-                    now=rt.clock(),
+                    now=now,
                     scanner_click_seconds=rt.settings.scanner_click_seconds,
                 )
+                # Late import: drip.ingest.clicks builds on this module's Event.
+                from drip.ingest.clicks import start_from_clicks
+
+                start_from_clicks(rt, session, report.new, now)
+                return report
         except OperationalError as err:
             if attempt == attempts or not _retryable(err):
                 raise

@@ -30,7 +30,7 @@ ENGAGEMENT_FIRSTS = tuple(
 )
 
 # (subscriber id, sequence slug, position): a lesson delivery the tick writes.
-LessonDelivery = tuple[int, str, int]
+LessonDelivery = tuple[int, str, int, int]
 # (enrollment id, its new position, its next send time; None: the claim completed it).
 Advance = tuple[int, int, datetime | None]
 

@@ -49,12 +49,13 @@ _INSERT_LESSON_DELIVERIES = text(
     """
     INSERT INTO deliveries (subscriber_id, message_key, kind, sequence, position, status,
                             attempts, created_at, updated_at)
-    SELECT v.subscriber_id, v.sequence || '/' || v.position, 'lesson', v.sequence, v.position,
-           'queued', 0, :now, :now
+    SELECT v.subscriber_id,
+           v.sequence || '/' || v.position || CASE WHEN v.entry > 1 THEN '#' || v.entry ELSE '' END,
+           'lesson', v.sequence, v.position, 'queued', 0, :now, :now
     FROM unnest(
         CAST(:subscriber_id AS bigint[]), CAST(:sequence AS varchar[]),
-        CAST(:position AS integer[])
-    ) AS v(subscriber_id, sequence, position)
+        CAST(:position AS integer[]), CAST(:entry AS integer[])
+    ) AS v(subscriber_id, sequence, position, entry)
     ON CONFLICT (subscriber_id, message_key) DO UPDATE
     SET status = 'queued', error = NULL, backend = NULL, attempts = 0, updated_at = :now,
         queued_at = :now
@@ -223,11 +224,12 @@ class PostgresStore:
     def insert_lesson_deliveries(
         self, session: Session, deliveries: Sequence[LessonDelivery], now: datetime
     ) -> list[int]:
-        subscriber_ids, slugs, positions = zip(*deliveries, strict=True)
+        subscriber_ids, slugs, positions, entries = zip(*deliveries, strict=True)
         params = {
             "subscriber_id": int_array(subscriber_ids),
             "sequence": text_array(slugs),
             "position": int_array(positions),
+            "entry": int_array(entries),
             "now": now,
         }
         return list(session.scalars(_INSERT_LESSON_DELIVERIES, params))

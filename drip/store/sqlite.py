@@ -28,8 +28,14 @@ from drip.models import (
     MessageStats,
     Suppression,
     TrackingEvent,
+    lesson_key,
 )
-from drip.store.base import MESSAGE_COUNTERS, Advance, EngagementFirst, LessonDelivery
+from drip.store.base import (
+    MESSAGE_COUNTERS,
+    Advance,
+    EngagementFirst,
+    LessonDelivery,
+)
 
 _CHUNK = 1000  # rows per VALUES list: far below SQLite's bound-parameter limit
 
@@ -66,7 +72,7 @@ class SqliteStore:
         rows = [
             {
                 "subscriber_id": subscriber_id,
-                "message_key": f"{slug}/{position}",
+                "message_key": lesson_key(slug, position, entry),
                 "kind": DeliveryKind.LESSON,
                 "sequence": slug,
                 "position": position,
@@ -74,7 +80,7 @@ class SqliteStore:
                 "created_at": now,
                 "updated_at": now,
             }
-            for subscriber_id, slug, position in deliveries
+            for subscriber_id, slug, position, entry in deliveries
         ]
         return list(session.scalars(stmt.returning(Delivery.id), rows))
 
