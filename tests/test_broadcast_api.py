@@ -155,6 +155,40 @@ def test_bad_drafts_are_answered_422_naming_the_field(
     assert (status, got_field) == (422, field) and words in message
 
 
+def test_a_draft_with_several_problems_gets_all_of_them_in_one_422(
+    api: tuple[TestClient, Runtime, MemoryBackend],
+) -> None:
+    client, rt, _ = api
+    add_sub(rt, "a@example.com", tags=["5k"])
+    body = {
+        **NEW,
+        "subject": "",
+        "body_md": "Hi {{ firstname }},\n\nSee <b>this</b> [x](http://x.test)\n",
+        "segment": {"tags_any": ["nope"]},
+    }
+
+    status, field, message = _error(client.post(BASE, json=body, headers=AUTH))
+    created = client.post(BASE, json=NEW, headers=AUTH).json()
+    changed = client.patch(
+        f"{BASE}/{created['id']}", json={"subject": "x" * 79, "preheader": "{{ x }}"}, headers=AUTH
+    )
+
+    assert (status, field) == (422, "subject")
+    assert [line.split(" (")[0] for line in message.splitlines()] == [
+        "subject: is required",
+        "body_md:1: unknown template variable 'firstname'",
+        "body_md:3: raw HTML '<b>' is not allowed: write Markdown",
+        "body_md:3: link 'http://x.test' must be an absolute https URL",
+        "segment.tags_any: unknown tag(s): nope",
+    ]
+    assert _error(changed) == (
+        422,
+        "subject",
+        "subject: is 79 characters; at most 78\n"
+        "preheader: is not a template: its braces would be sent as is",
+    )
+
+
 def test_scheduling_errors(api: tuple[TestClient, Runtime, MemoryBackend]) -> None:
     client, rt, _ = api
     add_sub(rt, "a@example.com", tags=["5k"])

@@ -84,8 +84,25 @@ def test_bad_input_exits_2_naming_the_field(
         "drip: segment.tags_any: unknown tag(s): 10k\n",
     )
     assert bad_var.exit_code == 2
-    assert "drip: body_md: body_md:1: unknown template variable 'nme'" in bad_var.output
+    assert "drip: body_md:1: unknown template variable 'nme'" in bad_var.output
     assert no_subject.output == "drip: subject: is required\n"
+
+
+def test_every_problem_of_a_broadcast_is_printed(
+    cli: tuple[Runtime, MemoryBackend], tmp_path: Path
+) -> None:
+    rt, _ = cli
+    add_sub(rt, "a@example.com", tags=["5k"])
+    text = FILE.replace("first_name }},", "nme }},").replace("Three short", "<b>Three</b> short")
+
+    result = run("create", str(_draft(tmp_path, text)), "--preheader", "{{ x }}")
+
+    assert result.exit_code == 2
+    assert [line.split(" (")[0] for line in result.output.splitlines()] == [
+        "drip: preheader: is not a template: its braces would be sent as is",
+        "body_md:1: unknown template variable 'nme'",
+        "body_md:3: raw HTML '<b>' is not allowed: write Markdown",
+    ]
 
 
 def test_schedule_list_show_and_the_audit_trail(

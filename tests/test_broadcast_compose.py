@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from drip.broadcasts import compose, control, zones
 from drip.broadcasts.status import BroadcastStatus, IllegalTransition, get_broadcast
+from drip.broadcasts.validation import InvalidBroadcast
 from drip.clock import FrozenClock
 from drip.errors import InvalidInput
-from drip.models import BroadcastEvent
+from drip.models import Broadcast, BroadcastEvent
 from drip.runtime import Runtime
 from tests.broadcast_support import add_sub, make_rt, new_broadcast
 
@@ -34,7 +35,7 @@ def brt(engine: Engine, tmp_path: Path, clock: FrozenClock) -> Runtime:
         ({"body_md": "Hello\n\n<b>bold</b>"}, "body_md", "body_md:3: raw HTML"),
         ({"body_md": "[lab](http://lab.test)"}, "body_md", "must be an absolute https URL"),
         ({"body_md": "![x](https://img.test/a.png)"}, "body_md", "image"),
-        ({"body_md": "Lesson {{ lesson_number }}"}, "body_md", "only exist in lessons"),
+        ({"body_md": "Lesson {{ lesson_number }}"}, "body_md", "only exists in lessons"),
         ({"body_md": "  \n"}, "body_md", "is empty"),
         ({"subject": ""}, "subject", "is required"),
         ({"subject": "x" * 79}, "subject", "at most 78"),
@@ -61,15 +62,72 @@ def test_bad_content_is_refused_with_a_clear_message(
 
 
 def test_every_problem_of_a_body_is_reported_at_once(brt: Runtime) -> None:
-    body = "Hi {{ frist_name }}\n\n[a](http://x.test)\n\n<i>x</i>\n"
+    body = "Hi {{ frist_name }}\n\n[a](http://x.test)\n\n<i>x</i> {{ lesson_count }}\n"
     with pytest.raises(InvalidInput) as err, brt.transaction() as session:
         compose.create_broadcast(
             session, brt, subject="s", body_md=body, actor="ana", now=brt.clock()
         )
 
     lines = err.value.message.splitlines()
-    assert lines[0].startswith("body_md:1: unknown template variable 'frist_name'")
-    assert len(lines) == 1  # rendering problems hide the Markdown ones until they are fixed
+    assert [line.split(" (")[0] for line in lines] == [
+        "body_md:1: unknown template variable 'frist_name'",
+        "body_md:3: link 'http://x.test' must be an absolute https URL",
+        "body_md:5: raw HTML '<i>' is not allowed: write Markdown",
+        "body_md:5: lesson_count only exists in lessons: a broadcast has no lesson number or count",
+    ]
+    assert err.value.field == "body_md"
+
+
+def test_every_problem_of_every_field_is_reported_at_once(brt: Runtime) -> None:
+    add_sub(brt, "a@example.com", tags=["5k"])
+    with pytest.raises(InvalidBroadcast) as err, brt.transaction() as session:
+        compose.create_broadcast(
+            session,
+            brt,
+            subject="Hi {{ name }} " + "x" * 80,
+            preheader="Hi {{ first_name }}",
+            body_md="Hi\n\n<b>x</b>\n",
+            segment={"tags_any": ["nope"]},
+            quiet_hours=500,
+            actor="ana",
+            now=brt.clock(),
+        )
+
+    assert [(p.field, p.line) for p in err.value.problems] == [
+        ("subject", None),
+        ("subject", 1),
+        ("preheader", None),
+        ("body_md", 3),
+        ("segment.tags_any", None),
+        ("quiet_hours", None),
+    ]
+    assert err.value.field == "subject"  # the first problem's: a real field for one-field UIs
+    assert str(err.value) == err.value.message == "\n".join(map(str, err.value.problems))
+    assert err.value.message.splitlines()[0] == "subject: is 94 characters; at most 78"
+    with brt.sessions() as session:
+        assert session.scalars(select(Broadcast)).all() == []
+
+
+def test_every_problem_of_an_update_is_reported_at_once(brt: Runtime) -> None:
+    broadcast_id = new_broadcast(brt)
+
+    with pytest.raises(InvalidBroadcast) as err, brt.transaction() as session:
+        compose.update_broadcast(
+            session,
+            brt,
+            broadcast_id,
+            changes={"status": "sent", "subject": "", "body_md": "![x](https://img.test/a.png)"},
+            actor="ben",
+            now=brt.clock(),
+        )
+
+    assert [(p.field, p.line, p.message.split(" (")[0]) for p in err.value.problems] == [
+        ("status", None, "cannot be changed"),
+        ("subject", None, "is required"),
+        ("body_md", 1, "image 'https://img.test/a.png' is not allowed: lessons are text only"),
+    ]
+    with brt.sessions() as session:
+        assert get_broadcast(session, broadcast_id).subject != ""
 
 
 def test_a_valid_draft_is_stored_with_its_creator(brt: Runtime) -> None:

@@ -5,6 +5,7 @@ Modules, each a small piece with its own contract:
 - :mod:`~drip.broadcasts.status`: the status machine and its audit trail (who, when, from, to);
 - :mod:`~drip.broadcasts.segments`: a JSON segment spec compiled to one SQL ``WHERE``;
 - :mod:`~drip.broadcasts.compose`: create, update, validate (the lesson rules for bodies);
+- :mod:`~drip.broadcasts.validation`: every problem of a subject, preheader and body at once;
 - :mod:`~drip.broadcasts.message`: render once per broadcast version (the send path's);
 - :mod:`~drip.broadcasts.preview`: preview and ``[TEST]`` sends, untracked, no delivery rows;
 - :mod:`~drip.broadcasts.zones`: absolute or local-time scheduling, split into zone groups;

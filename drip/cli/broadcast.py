@@ -53,7 +53,7 @@ def _answers() -> Iterator[None]:
     try:
         yield
     except InvalidInput as err:
-        _fail(f"{err.field}: {err.message}", 2)
+        _fail(str(err), 2)  # "field: message"; every problem, one a line, for a broadcast's
     except BroadcastError as err:
         _fail(str(err), 1)
 

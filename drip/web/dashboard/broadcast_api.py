@@ -69,7 +69,7 @@ async def render(request: Request, rt: RuntimeDep, admin: Checked) -> Response:
     try:
         shown = await run_in_threadpool(_render, rt, form)
     except InvalidInput as err:
-        return JSONResponse({"problems": f"{err.field}: {err.message}", "text": ""})
+        return JSONResponse({"problems": str(err), "text": ""})  # each line names its field
     return JSONResponse(
         {"problems": None, "subject": shown.subject, "to": shown.to, "text": shown.text}
     )
@@ -84,7 +84,7 @@ async def preview_frame(request: Request, rt: RuntimeDep, admin: Checked) -> Res
         return email_frame(
             "<!DOCTYPE html><meta charset=utf-8><title>No preview</title>"
             "<p style='font:16px sans-serif;color:#6e1711'>No preview until this is fixed:</p>"
-            f"<pre style='white-space:pre-wrap'>{escape(err.field)}: {escape(err.message)}</pre>"
+            f"<pre style='white-space:pre-wrap'>{escape(str(err))}</pre>"
         )
     return email_frame(shown.html)
 
