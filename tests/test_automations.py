@@ -396,3 +396,17 @@ def test_a_human_click_on_a_named_link_starts_its_sequence_a_machine_click_does_
     state = enrollments(rt)
     assert state[(human, "plan")] == ("active", 1, "clicked:https://example.com/5k-plan")
     assert (scanner, "plan") not in state
+
+
+def test_workers_refuse_to_start_on_a_trigger_cycle_or_a_dangling_form(tmp_path: Path) -> None:
+    from tests.test_cli_workers import run
+
+    root = tmp_path / "content"
+    sequence(root, "a", "[[triggers]]", 'on = "completed"', 'sequence = "b"')
+    sequence(root, "b", "[[triggers]]", 'on = "completed"', 'sequence = "a"')
+    sequence(root, "c", "[[triggers]]", 'on = "form"', 'form = "ghost"')
+    result = run("worker", tmp_path, DRIP_CONTENT_DIR=str(root), DRIP_COURSE_SEQUENCE="a")
+    assert result.returncode == 1
+    assert "sequence cycle a -> b -> a" in result.stderr
+    assert "trigger on form: 'ghost' names no form" in result.stderr
+    assert "Traceback" not in result.stderr
