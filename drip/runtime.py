@@ -28,6 +28,7 @@ from drip.engine.throttle import Throttle, throttle_for
 from drip.errors import SettingsError
 from drip.esp import make_backend
 from drip.esp.base import EmailBackend
+from drip.outgoing import bind_endpoints, load_endpoints
 from drip.settings import Settings
 from drip.subscribers.confirm import ConfirmationSource
 from drip.tokens import UNSUBSCRIBE_PURPOSE, subscriber_token
@@ -58,6 +59,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.sessions = session_factory(self.engine)
+        # Every session knows the outgoing webhooks' endpoints: emitters are handed sessions.
+        bind_endpoints(self.sessions, load_endpoints(self.settings))
         if self.automations is None:
             self.automations = Automations.of(self.library, self.settings.course_sequence)
         if self.throttle is None:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from drip.errors import SettingsError
+from drip.outgoing_endpoints import Endpoint, parse_setting
 
 ENV_PREFIX = "DRIP_"
 # The project root: content/ and templates/ live beside the package in a checkout.
@@ -216,6 +217,22 @@ class Settings(BaseSettings):
     dns_nameserver: str | None = None
     # The DKIM selectors SendGrid signs with, comma-separated: s1,s2 unless a custom one is set.
     dkim_selectors: Annotated[tuple[str, ...], NoDecode] = ("s1", "s2")
+
+    # Outgoing webhooks (docs/webhooks-outgoing.md): events posted to the coach's other tools.
+
+    # A JSON list of {"url", "events", "secret": "whsec_..."} (or "secret_env": a variable name).
+    outgoing_webhooks: Annotated[tuple[Endpoint, ...], NoDecode] = ()
+    # Seconds for one whole attempt (connect, send, answer): a deadline, not a per-read timeout.
+    outgoing_webhook_timeout: float = Field(default=5.0, gt=0, le=30)
+    # Attempts made per beat run, all at once: a run lasts about one timeout at most.
+    outgoing_webhook_batch: int = Field(default=20, ge=1, le=50)
+    # How often beat runs the due attempts, in seconds.
+    outgoing_webhook_seconds: float = Field(default=5.0, gt=0, le=300)
+
+    @field_validator("outgoing_webhooks", mode="before")
+    @classmethod
+    def _outgoing_endpoints(cls, value: object) -> tuple[Endpoint, ...]:
+        return parse_setting(value)  # ValueError naming the entry and its key
 
     @field_validator("sendgrid_webhook_public_key")
     @classmethod

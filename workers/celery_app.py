@@ -42,6 +42,12 @@ def make_celery(settings: Settings) -> Celery:
             # Signups never confirmed within DRIP_PENDING_PURGE_DAYS are deleted (GDPR: keep no
             # more than needed).
             "drip-purge-pending": {"task": "drip.purge_pending", "schedule": 3600.0},
+            # Outgoing webhooks whose attempt is due: a bounded batch, about one deadline long.
+            "drip-outgoing-webhooks": {
+                "task": "drip.outgoing_webhooks",
+                "schedule": float(settings.outgoing_webhook_seconds),
+                "options": {"expires": float(settings.outgoing_webhook_seconds) * 5},
+            },
         },
         worker_hijack_root_logger=False,
     )

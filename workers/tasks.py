@@ -90,6 +90,21 @@ def tracking_drain_task() -> dict[str, int]:
     return {"entries": report.entries, "stored": report.stored, "duplicates": report.duplicates}
 
 
+@app.task(name="drip.outgoing_webhooks")  # type: ignore[untyped-decorator]
+def outgoing_webhooks_task() -> dict[str, int]:
+    """Post the outgoing webhooks that are due (drip.outgoing.delivery): at most
+    DRIP_OUTGOING_WEBHOOK_BATCH at once, each within DRIP_OUTGOING_WEBHOOK_TIMEOUT."""
+    from drip.outgoing.delivery import deliver_due
+
+    report = deliver_due(runtime())
+    return {
+        "claimed": report.claimed,
+        "delivered": report.delivered,
+        "retrying": report.retrying,
+        "failed": report.failed,
+    }
+
+
 # --------------------------------------------------------------------------- broadcasts
 _broadcast_limiter: list[Any] = []  # built on first use, after the prefork: [RateLimiter | None]
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from drip.engagement import First, credit_unsubscribes
 from drip.engine.enrollments import stop_enrollments_of
 from drip.models import Consent, Subscriber, SubscriberStatus
+from drip.outgoing import SUBSCRIBER_UNSUBSCRIBED, emit_for_subscribers
 from drip.store import one_of
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ def unsubscribe_many(
     )
     stop_enrollments_of(session, changed, "unsubscribed")
     credit_unsubscribes(session, changed, now, firsts)  # the email that lost them, for stats
+    emit_for_subscribers(session, None, SUBSCRIBER_UNSUBSCRIBED, changed, now, {"source": source})
     for subscriber_id in changed:
         log.info("subscriber %s unsubscribed (%s)", subscriber_id, source)
     return changed

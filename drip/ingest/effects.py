@@ -3,6 +3,8 @@
 - ``suppress`` ("bounce" or "complaint"): the address joins the suppression list (salted hash,
   first reason kept) and the subscriber's active enrollments stop; the send path also checks the
   list right before every send, so a queued email to that address is skipped.
+- every suppressing event is also an outgoing webhook event, ``email.bounced`` or
+  ``email.complained`` (:mod:`drip.outgoing`), written in the same transaction.
 - ``unsubscribe``: the subscriber is unsubscribed through
   :func:`drip.subscribers.preferences.unsubscribe_many`, the one path that records the consent
   change.
@@ -15,14 +17,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from drip.engine.consent import unsubscribe_many  # the one unsubscribe path
 from drip.engine.enrollments import stop_enrollments_of
+from drip.outgoing import EMAIL_BOUNCED, EMAIL_COMPLAINED, emit_many, subscriber_data
 from drip.suppress import normalize_email, suppress_addresses
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
     from drip.ingest.events import Event
 
 log = logging.getLogger(__name__)
+# The outgoing webhook event of each kind of suppression.
+_WEBHOOK_EVENTS = {"bounce": EMAIL_BOUNCED, "complaint": EMAIL_COMPLAINED}
 
 
 def apply_effects(
@@ -52,7 +57,24 @@ def apply_effects(
         if e.unsubscribe and e.subscriber_id is not None:
             to_unsubscribe.add(e.subscriber_id)
     suppressed = suppress_addresses(session, to_suppress, now)
+    for kind, event_type in _WEBHOOK_EVENTS.items():
+        emit_many(session, None, event_type, _webhook_data(events, kind), now)
     for reason, ids in sorted(to_stop.items()):
         stop_enrollments_of(session, ids, reason)
     unsubscribed = len(unsubscribe_many(session, to_unsubscribe, now, "provider-event", firsts))
     return suppressed, unsubscribed
+
+
+def _webhook_data(events: Sequence[Event], kind: str) -> Iterator[dict[str, Any]]:
+    """The data of the outgoing webhook events of one kind of suppression (lazily: nothing is
+    built when no endpoint wants them)."""
+    for e in events:
+        if e.suppress == kind and e.email:
+            yield subscriber_data(
+                e.subscriber_id,
+                normalize_email(e.email),
+                reason=e.reason,
+                provider=e.provider,
+                message_key=e.message_key,
+                occurred_at=e.occurred_at,
+            )

@@ -15,6 +15,7 @@ from drip.engine.automations import handle
 from drip.engine.consent import record_consent
 from drip.esp.base import Message
 from drip.models import DeliveryKind, Subscriber, SubscriberStatus
+from drip.outgoing import SUBSCRIBER_CONFIRMED, emit, subscriber_data
 from drip.subscribers.store import resume_enrollments
 from drip.suppress import is_suppressed
 from drip.tokens import BadToken, ExpiredToken, expiring_token, read_expiring_token
@@ -107,5 +108,7 @@ def confirm(
         for tag in sorted(t.name for t in subscriber.tags):
             handle(rt, session, "tag_added", tag, ids, now)
         resume_enrollments(session, subscriber, rt.library, now, rt.settings.default_timezone)
+        event = subscriber_data(subscriber.id, subscriber.email, first_name=subscriber.first_name)
+        emit(session, None, SUBSCRIBER_CONFIRMED, event, now)
         log.info("subscriber %s confirmed", subscriber.id)
         return ConfirmOutcome(ConfirmState.CONFIRMED, subscriber.first_name)

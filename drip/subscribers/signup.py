@@ -38,6 +38,7 @@ from drip.models import (
     SubscriberStatus,
     TrackingEvent,
 )
+from drip.outgoing import SUBSCRIBER_SUBSCRIBED, emit, subscriber_data
 from drip.store import one_of, store_for
 from drip.subscribers.store import add_tags, find_by_email
 from drip.subscribers.validation import SignupData
@@ -99,6 +100,12 @@ def signup(
     subscriber.first_name = data.first_name or subscriber.first_name
     subscriber.time_zone = data.time_zone or subscriber.time_zone
     session.flush()
+    if state in ("new", "resubscribing"):  # a repeated signup while pending is no new event
+        event = subscriber_data(
+            subscriber.id, subscriber.email, first_name=subscriber.first_name, source=source
+        )
+        event["tags"] = sorted(data.tags)
+        emit(session, None, SUBSCRIBER_SUBSCRIBED, event, now)
     delivery_id = queue_confirmation(session, subscriber.id, now, resend_every)
     return SignupOutcome(state, subscriber.id, delivery_id)
 

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from drip.engine.enrollments import stop_enrollments
 from drip.errors import InvalidInput
 from drip.models import Conversion, Delivery, Subscriber, TrackingEvent
+from drip.outgoing import PURCHASE_COMPLETED, emit, subscriber_data
 from drip.store import store_for
 from drip.subscribers.validation import storable_text
 from drip.suppress import email_hash, normalize_email
@@ -169,6 +170,20 @@ def result(session: Session, order_id: str) -> dict[str, Any] | None:
     }
 
 
+def _webhook_data(purchase: Purchase, stored: dict[str, Any]) -> dict[str, Any]:
+    """The ``purchase.completed`` event's data: the buyer, the sale, the email credited."""
+    return subscriber_data(
+        stored["subscriber_id"],
+        purchase.email,
+        order_id=purchase.order_id,
+        product=purchase.product,
+        amount_cents=purchase.amount_cents,
+        currency=purchase.currency,
+        purchased_at=purchase.time,
+        attributed_message_key=stored["attributed_message_key"],
+    )
+
+
 def record_purchase(
     session: Session,
     purchase: Purchase,
@@ -210,4 +225,6 @@ def record_purchase(
     session.flush()
     final = result(session, purchase.order_id)
     assert final is not None  # inserted here, or by a concurrent call we raced
+    if created is not None:
+        emit(session, None, PURCHASE_COMPLETED, _webhook_data(purchase, final), now)
     return final, created is None
