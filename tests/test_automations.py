@@ -410,3 +410,22 @@ def test_workers_refuse_to_start_on_a_trigger_cycle_or_a_dangling_form(tmp_path:
     assert "sequence cycle a -> b -> a" in result.stderr
     assert "trigger on form: 'ghost' names no form" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_broadcast_does_not_count_as_the_days_sequence_email(
+    tmp_path: Path, engine: Engine, clock: FrozenClock
+) -> None:
+    from tests.broadcast_support import new_broadcast, run_pages, send_all, start_now
+
+    root = tmp_path / "content"
+    sequence(root, "course")
+    sequence(root, "other", "[[triggers]]", 'on = "tag_added"', 'tag = "x"')
+    rt = runtime(root, tmp_path, engine, clock)
+    add_subscriber(rt, "a@example.com")
+    clock.advance(NY_7AM - timedelta(hours=1))  # 06:00 in New York: the newsletter goes
+    broadcast = new_broadcast(rt)
+    _, batches = run_pages(rt, broadcast, start_now(rt, broadcast))
+    assert send_all(rt, batches).sent == 1
+    clock.advance(timedelta(hours=1))  # 07:00: the lesson goes all the same
+    run_tick(rt)
+    assert sent_keys(rt) == [f"broadcast/{broadcast}", "course/1"]
