@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,3 +152,86 @@ def cpu_line(unit: str, cpu: dict[str, float], count: int, elapsed: float) -> st
     parts = " ".join(f"{k}={v / count * 1e6:.0f}" for k, v in cpu.items())
     busy = sum(cpu.values()) / (elapsed * (os.cpu_count() or 1))
     return f"CPU per {unit} (µs): {parts}; machine busy {busy:.0%}"
+
+
+def bench_slugs(count: int) -> list[str]:
+    """The slugs of :func:`copy_course`'s sequences: ``bench-01`` .. ``bench-NN``."""
+    width = max(2, len(str(count)))
+    return [f"bench-{i:0{width}d}" for i in range(1, count + 1)]
+
+
+def copy_course(source: Path, target: Path, count: int) -> list[str]:
+    """``count`` copies of the course folder ``source`` under ``target`` (a content directory,
+    created), one per :func:`bench_slugs` slug; returns the slugs.
+
+    Each copy has its own sequence.toml: its slug and name, every day at the course's hour,
+    priorities all different (the first copy highest), no triggers or exits (nothing in the
+    benchmark signs up), and ``first_lesson = "next_send_hour"``, so that a first lesson due now
+    goes through the one-a-day check instead of always going (drip.engine.claim.one_a_day).
+    """
+    with (source / "sequence.toml").open("rb") as f:
+        course = tomllib.load(f)
+    slugs = bench_slugs(count)
+    for rank, slug in enumerate(slugs):
+        folder = target / slug
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns("sequence.toml"))
+        fields = {
+            "slug": slug,
+            "name": f"{course['name']} ({slug})",
+            "kind": course["kind"],
+            "send_hour": course["send_hour"],
+            "send_minute": course.get("send_minute", 0),
+            "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "first_lesson": "next_send_hour",
+            "category": course.get("category", "course"),
+            "priority": count - rank,
+        }
+        # json.dumps writes strings, integers and lists of strings the way TOML reads them.
+        lines = [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+        (folder / "sequence.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return slugs
+
+
+def load_spread_subscribers(engine: Engine, count: int, slugs: Sequence[str]) -> None:
+    """``count`` active subscribers spread evenly over the sequences ``slugs`` (two or more).
+
+    Subscriber ``i`` is due now in one sequence (``slugs[i % n]``, first lesson) and enrolled
+    in the next one (``slugs[(i + 1) % n]``) with its first lesson sent 26 hours ago and the
+    next one due tomorrow: a row :func:`drip.engine.claim._sent_today` reads for every
+    subscriber it claims, from another local day, so that every subscriber still gets one email.
+    """
+    if len(slugs) < 2:
+        raise ValueError("load_spread_subscribers needs two sequences or more")
+    zones = "array[" + ",".join(f"'{z}'" for z in ZONES) + "]"
+    names = "array[" + ",".join(f"'{s}'" for s in slugs) + "]"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "insert into subscribers (email, first_name, time_zone, status, source,"
+                " course_emails, newsletter, created_at, confirmed_at)"
+                f" select 'runner' || i || '@example.com', 'Runner' || i, ({zones})[1 + i % 5],"
+                " 'active', 'bench', true, true, now(), now()"
+                " from generate_series(1, :n) as i"
+            ),
+            {"n": count},
+        )
+        conn.execute(
+            text(
+                "insert into enrollments (subscriber_id, sequence, position, status,"
+                " next_send_at, enrolled_at)"
+                f" select id, ({names})[1 + id % :k], 0, 'active',"
+                " now() - interval '1 minute', now() from subscribers"
+            ),
+            {"k": len(slugs)},
+        )
+        conn.execute(
+            text(
+                "insert into enrollments (subscriber_id, sequence, position, status,"
+                " next_send_at, enrolled_at, last_sent_at)"
+                f" select id, ({names})[1 + (id + 1) % :k], 1, 'active',"
+                " now() + interval '1 day', now() - interval '2 days',"
+                " now() - interval '26 hours' from subscribers"
+            ),
+            {"k": len(slugs)},
+        )
+        conn.execute(text("analyze"))
