@@ -429,3 +429,28 @@ def test_a_broadcast_does_not_count_as_the_days_sequence_email(
     clock.advance(timedelta(hours=1))  # 07:00: the lesson goes all the same
     run_tick(rt)
     assert sent_keys(rt) == [f"broadcast/{broadcast}", "course/1"]
+
+
+def test_completing_a_sequence_is_an_outgoing_webhook_event(
+    tmp_path: Path, engine: Engine, clock: FrozenClock
+) -> None:
+    import json
+
+    from drip import outgoing
+    from drip.models import OutgoingWebhook
+    from drip.outgoing_endpoints import Endpoint
+
+    root = tmp_path / "content"
+    sequence(root, "course", lessons=1, first="immediately")
+    hook = Endpoint("https://crm.test/hook", frozenset({outgoing.SEQUENCE_COMPLETED}), "whsec_AA==")
+    settings = make_settings(
+        tmp_path, content_dir=root, course_sequence="course", outgoing_webhooks=(hook,)
+    )
+    rt = Runtime.build(settings, engine=engine, backend=MemoryBackend(clock=clock), clock=clock)
+    sid = add_subscriber(rt, "a@example.com")
+    run_tick(rt)
+    with rt.sessions() as session:
+        bodies = [json.loads(row.body) for row in session.scalars(select(OutgoingWebhook))]
+    assert [(b["type"], b["data"]["sequence"], b["data"]["subscriber_id"]) for b in bodies] == [
+        (outgoing.SEQUENCE_COMPLETED, "course", sid)
+    ]

@@ -16,6 +16,7 @@ the tick a single writer.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, or_, select, update
 from sqlalchemy.orm import Session
 
+from drip import outgoing
 from drip.content.types import Sequence as SequenceDef
 from drip.engine import automations
 from drip.engine import pause as engine_state
@@ -103,10 +105,13 @@ def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim
     advanced: list[tuple[int, int, datetime | None]] = []  # (enrollment id, position, next)
     follow_ons: list[dict[str, object]] = []
     again: dict[tuple[str, str], tuple[SequenceDef, list[int]]] = {}  # (completed, target)
+    finished: dict[str, list[int]] = defaultdict(list)  # sequence -> subscribers completing it
     for enrollment_id, subscriber_id, slug, position, entry, zone in sending:
         step = steps.get((slug, position, zone))
         if step is None:
             step = steps[(slug, position, zone)] = _step(rt, slug, position, zone, now)
+        if step.next_send_at is None:
+            finished[slug].append(subscriber_id)
         if step.lesson is None:
             advanced.append((enrollment_id, position, None))
             continue
@@ -132,6 +137,10 @@ def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim
     fallback = rt.settings.default_timezone
     for (done, _), (target, subscriber_ids) in again.items():
         automations.start(session, subscriber_ids, target, now, fallback, f"completed:{done}")
+    for slug, subscriber_ids in finished.items():  # nothing is read unless an endpoint wants it
+        outgoing.emit_for_subscribers(
+            session, None, outgoing.SEQUENCE_COMPLETED, subscriber_ids, now, {"sequence": slug}
+        )
     completed = sum(1 for _, _, due in advanced if due is None)
     return Claim(ids, completed, len(rows))
 
