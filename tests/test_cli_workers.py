@@ -50,3 +50,14 @@ def test_a_bad_setting_stops_the_command_naming_it(command: str, tmp_path: Path)
     assert result.returncode == 2
     assert "DRIP_TICK_SECONDS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_unknown_log_level_naming_the_choices() -> None:
+    from click.testing import CliRunner
+
+    from drip.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--log-level", "LOUD"])
+    assert result.exit_code == 2
+    assert "'LOUD' is not one of" in result.output and "'warning'" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

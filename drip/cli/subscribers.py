@@ -35,7 +35,12 @@ def server_options(settings: Settings) -> dict[str, Any]:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 def serve(host: str, port: int, log_level: str) -> None:
     """Run the web app (signup form, confirm and unsubscribe pages, JSON and admin API)."""
     import uvicorn
