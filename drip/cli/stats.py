@@ -21,6 +21,7 @@ from drip.errors import ContentError, SettingsError
 if TYPE_CHECKING:
     from drip.ingest.stream import DrainReport
     from drip.reports.sending_health import SendingHealth
+    from drip.reports.sequences import SequenceFigures
     from drip.reports.stats import Revenue, Stats
 
 
@@ -66,8 +67,36 @@ def render_sending(health: SendingHealth) -> list[str]:
     return [f"Sending: {state}", header, rule, *noted, *health.advice()]
 
 
+def render_sequences(figures: list[SequenceFigures]) -> list[str]:
+    """Every sequence: enrollments by status now, conversions, then what starts and ends it and
+    why people left, a line each."""
+    headers = ["sequence", "priority", "active", "completed", "stopped", "entries", "conv"]
+    headers.append("revenue")
+    rows = [
+        [
+            f.slug,
+            str(f.priority),
+            f"{f.active:,}",
+            f"{f.completed:,}",
+            f"{f.stopped_total:,}",
+            f"{f.entries:,}",
+            f"{f.conversions:,}",
+            _money(f.revenue),
+        ]
+        for f in figures
+    ]
+    notes = []
+    for f in figures:
+        stopped = ", ".join(f"{reason} {n:,}" for reason, n in f.stopped.items()) or "-"
+        notes.append(
+            f"{f.slug}: starts on {', '.join(f.triggers) or '-'}; exits on "
+            f"{', '.join(f.exits) or '-'}; stopped: {stopped}"
+        )
+    return ["Per sequence (enrollments now)", *_table(headers, rows), *notes]
+
+
 def render(stats: Stats) -> str:
-    """The terminal report: emails, sequences, funnel, sending."""
+    """The terminal report: emails, sequences, funnel, per sequence, sending."""
     headers = ["email", "sent", "deliv", "bounce", "opens", "clicks", "CTO", "unsub", "spam"]
     headers += ["conv", "conv%", "revenue"]
     rows = [
@@ -108,6 +137,7 @@ def render(stats: Stats) -> str:
     base = funnel.signed_up
     steps = [[name, f"{n:,}", _pct(n / base if base else None)] for name, n in funnel.steps()]
     out += [f"Funnel ({funnel.sequence})", *_table(["step", "people", "of signups"], steps), ""]
+    out += [*render_sequences(stats.per_sequence), ""]
     out.append(
         f"Not credited to an email: {stats.unattributed_conversions:,} purchase(s), "
         f"{_money(stats.unattributed_revenue)}; buyers who are not subscribers: "
@@ -121,7 +151,8 @@ def render(stats: Stats) -> str:
 @click.option("--json", "as_json_", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--rebuild", is_flag=True, help="Recompute the rollups from the raw rows first.")
 def stats(as_json_: bool, rebuild: bool) -> None:
-    """Per-email figures, conversions, the course funnel, and how sending is doing."""
+    """Per-email figures, conversions, the course funnel, every sequence's enrollments and
+    triggers, and how sending is doing."""
     from drip import engagement
     from drip.clock import system_clock
     from drip.content.loading import load_library

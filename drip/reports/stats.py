@@ -13,6 +13,8 @@ What each figure means (docs/tracking.md, "Stats"):
 - Funnel: signed up -> confirmed -> reached lesson k (lesson k was sent) -> completed (the course
   enrollment finished) -> clicked the upsell (distinct people with a human click on an upsell
   email) -> converted (distinct buyers who are subscribers).
+- Per sequence (:mod:`drip.reports.sequences`): what starts and ends each sequence, who is in it,
+  completed it or left it (per reason), its funnel per lesson, and the purchases credited to it.
 
 - Sending (:mod:`drip.reports.sending_health`): whether sending is paused, how many deliveries are
   queued, sending, unknown (maybe sent) and failed, and which command to run about them.
@@ -34,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from drip.content.types import Sequence
 from drip.engagement import COUNTERS
+from drip.engine.automations import Automations
 from drip.models import (
     Conversion,
     DeliveryEngagement,
@@ -43,7 +46,9 @@ from drip.models import (
     Subscriber,
 )
 from drip.reports import sending_health
+from drip.reports import sequences as sequence_reports
 from drip.reports.sending_health import SendingHealth
+from drip.reports.sequences import SequenceFigures
 from drip.settings import Settings
 from drip.store import one_of
 
@@ -127,6 +132,8 @@ class Stats:
     unattributed_revenue: Revenue
     unknown_buyers: int  # buyers who are not subscribers
     sending: SendingHealth  # the pause and the unsettled deliveries
+    # Every sequence with its triggers, enrollments, funnel and conversions.
+    per_sequence: list[SequenceFigures] = field(default_factory=list)
 
 
 _CONVERSIONS = text(
@@ -160,12 +167,15 @@ def collect(
     now: datetime,
     *,
     unknown_settle_minutes: int = DEFAULT_SETTLE_MINUTES,
+    automations: Automations | None = None,
 ) -> Stats:
     """All the figures, in a handful of queries (read-only).
 
     ``unknown_settle_minutes`` is ``DRIP_UNKNOWN_SETTLE_MINUTES``: unknown deliveries older than
-    that are counted as needing a person.
+    that are counted as needing a person. ``automations`` is the runtime's index of triggers
+    (``rt.automations``); without it, the library's own (``course`` as the default form's).
     """
+    index = automations if automations is not None else Automations.of(library, course)
     emails = _emails(session, library)
     unattributed: Revenue = defaultdict(int)
     unattributed_count = unknown_buyers = 0
@@ -190,6 +200,7 @@ def collect(
         unattributed_revenue=dict(unattributed),
         unknown_buyers=unknown_buyers,
         sending=sending_health.collect(session, now, unknown_settle_minutes),
+        per_sequence=sequence_reports.collect(session, library, index),
     )
 
 
@@ -276,4 +287,5 @@ def as_json(stats: Stats) -> dict[str, Any]:
         },
         "unknown_buyers": stats.unknown_buyers,
         "sending": sending_health.as_json(stats.sending),
+        "per_sequence": [sequence_reports.as_json(item) for item in stats.per_sequence],
     }

@@ -3,9 +3,9 @@
 Modules: ``users``, ``sessions``, ``lockout`` (accounts and signing in), ``security`` (the
 session and CSRF dependencies, how refusals look), ``rendering`` (pages, static files, email
 previews), ``figures``/``cache``/``charts`` (numbers and SVG charts), and one router per page:
-``login``, ``overview``, ``course``, ``subscribers``, ``broadcasts`` (with ``broadcast_api``
-for the scripts), ``sending`` (the pause, unknown and failed emails, resume and resend). The app
-mounts :data:`router` with one ``include_router`` line.
+``login``, ``overview``, ``course``, ``sequences``, ``subscribers``, ``broadcasts`` (with
+``broadcast_api`` for the scripts), ``sending`` (the pause, unknown and failed emails, resume and
+resend). The app mounts :data:`router` with one ``include_router`` line.
 """
 
 from fastapi import APIRouter
@@ -17,6 +17,7 @@ from drip.web.dashboard import (
     login,
     overview,
     sending,
+    sequences,
     subscribers,
 )
 from drip.web.dashboard.rendering import static_router
@@ -27,6 +28,7 @@ PARTS = (
     login.router,
     overview.router,
     course.router,
+    sequences.router,
     subscribers.router,
     broadcast_api.router,
     broadcasts.router,

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from fastapi import Request
 
+from drip.reports.sequences import SequenceFigures
 from drip.reports.stats import EmailStats, Stats, collect
 from drip.subscribers.queries import DayCount, daily_growth, status_counts
 from drip.web.dashboard.cache import figure_cache
@@ -42,12 +43,19 @@ def counts(request: Request) -> tuple[dict[str, int], datetime]:
 
 
 def stats(request: Request) -> tuple[Stats, datetime]:
-    """``drip.reports.stats.collect`` for the course (cached like the counts)."""
+    """``drip.reports.stats.collect``: the course, and every sequence in ``per_sequence``
+    (cached like the counts)."""
     rt = runtime(request)
 
     def compute() -> Stats:
         with rt.sessions() as session:
-            return collect(session, rt.library, rt.settings.course_sequence, rt.clock())
+            return collect(
+                session,
+                rt.library,
+                rt.settings.course_sequence,
+                rt.clock(),
+                automations=rt.automations,
+            )
 
     return figure_cache(request).get("stats", compute)
 
@@ -106,6 +114,12 @@ def total_conversions(stats: Stats) -> int:
 
 def by_key(stats: Stats) -> dict[str, EmailStats]:
     return {e.message_key: e for e in stats.emails}
+
+
+def sequence(request: Request, slug: str) -> tuple[SequenceFigures | None, datetime]:
+    """One sequence's figures from the cached stats (``None``: no such sequence)."""
+    stats_, at = stats(request)
+    return next((s for s in stats_.per_sequence if s.slug == slug), None), at
 
 
 def forget(request: Request) -> None:

@@ -3,7 +3,9 @@
 The list is the admin API's (:func:`drip.subscribers.queries.list_subscribers`): keyset pages
 by id, never an ``OFFSET`` and never a count of the filtered rows; the total shown is the cached
 count per status. A subscriber's page is the GDPR export (:func:`export_subscriber`) laid out
-for people; the buttons call what the admin API calls, with ``dashboard`` as the source.
+for people, with every enrollment's history (:func:`enrollment_histories`: entry, trigger,
+status, the lesson emails of its sequence); the buttons call what the admin API calls, with
+``dashboard`` as the source.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
+from drip.reports.sequences import enrollment_histories
 from drip.subscribers.gdpr import erase_subscriber, export_subscriber
 from drip.subscribers.queries import COURSE_STATES, find_subscriber, list_subscribers, tag_names
 from drip.web.admin import upsell_slugs
@@ -121,12 +124,14 @@ def subscriber_page(
 ) -> Response:
     with rt.sessions() as session:
         export = export_subscriber(session, _get(session, subscriber_id), rt.clock())
+        enrollments = enrollment_histories(session, subscriber_id)
     lengths = {slug: seq.length for slug, seq in rt.library.items()}
     names = {slug: seq.name for slug, seq in rt.library.items()}
     context = {
         "section": "subscribers",
         "sub": export["subscriber"],
         "export": export,
+        "enrollments": enrollments,
         "lengths": lengths,
         "names": names,
         "timeline": _timeline(export),
