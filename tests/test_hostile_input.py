@@ -299,7 +299,7 @@ def test_nuls_in_a_sendgrid_batch_are_stripped_and_the_bounce_beside_them_is_sto
 def test_a_nul_in_a_purchase_order_id_is_a_422_naming_it(rt: Runtime) -> None:
     order = {
         "email": "ana@example.com",
-        "product": "The Runners Lab",
+        "product": "runners-lab",
         "order_id": "ord_\x001",
         "amount": "197.00",
         "currency": "USD",

@@ -49,7 +49,7 @@ def client(rt: Runtime) -> TestClient:
 def _order(rt: Runtime, **changes: Any) -> dict[str, Any]:
     order: dict[str, Any] = {
         "email": EMAIL,
-        "product": "The Runners Lab",
+        "product": "runners-lab",
         "order_id": "ord_1001",
         "amount": "197.00",
         "currency": "usd",
@@ -116,9 +116,11 @@ def test_a_purchase_converts_the_subscriber_and_stops_the_upsell_before_its_next
     assert enrollment is not None
     assert (enrollment.status, enrollment.stop_reason) == ("stopped", "converted")
     sent = [s.message.message_key for s in memory_backend.sent_to(EMAIL)]
-    assert sent == ["runners-lab-upsell/1"]  # 2 and 3 never go out
+    upsell = [key for key in sent if key.startswith("runners-lab-upsell/")]
+    assert upsell == ["runners-lab-upsell/1"]  # 2 and 3 never go out
+    assert "runners-lab-welcome/1" in sent  # the purchase started the Lab's welcome
     [conversion] = _conversions(rt)
-    assert conversion.product == "The Runners Lab"
+    assert conversion.product == "runners-lab"
     assert conversion.raw is not None and conversion.raw["amount"] == "197.00"  # as received
 
 
@@ -301,6 +303,7 @@ def test_without_a_secret_the_webhook_is_off(
         ({"email": None}, "email"),
         ({"email": "not-an-address"}, "email"),
         ({"product": ""}, "product"),
+        ({"product": "The Runners Lab"}, "product"),  # a product id, as sequence.toml names it
         ({"order_id": None}, "order_id"),
         ({"order_id": "x" * 129}, "order_id"),
         ({"amount": None}, "amount"),

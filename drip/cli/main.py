@@ -207,11 +207,16 @@ from drip.cli.broadcast import broadcast  # noqa: E402
 from drip.cli.deliveries import deliveries, sending  # noqa: E402
 from drip.cli.doctor import doctor  # noqa: E402
 from drip.cli.env_example import settings_group  # noqa: E402
+from drip.cli.sequences import sequences  # noqa: E402
 from drip.cli.stats import stats, tracking  # noqa: E402
 from drip.cli.subscribers import serve, subscribers  # noqa: E402 - registered last, on purpose
+from drip.cli.tags import tag, untag  # noqa: E402
 
 main.add_command(serve)
 main.add_command(subscribers)
+subscribers.add_command(tag)
+subscribers.add_command(untag)
+main.add_command(sequences)
 main.add_command(stats)
 main.add_command(tracking)
 main.add_command(broadcast)

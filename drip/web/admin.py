@@ -12,6 +12,7 @@ from drip.errors import InvalidInput
 from drip.subscribers.gdpr import erase_subscriber, export_subscriber, subscriber_summary
 from drip.subscribers.queries import PAGE_MAX, find_subscriber, list_subscribers
 from drip.subscribers.store import add_tags, remove_tags, set_tags
+from drip.subscribers.tags import tag_events
 from drip.subscribers.validation import clean_tags
 from drip.web.api import ERRORS
 from drip.web.auth import require_admin
@@ -110,7 +111,9 @@ def replace_tags(rt: RuntimeDep, subscriber_id: RowId, body: TagsReplace) -> dic
     tags = _tags(body.tags, "tags")
     with rt.transaction() as session:
         sub = _get(session, subscriber_id)
+        before = [t.name for t in sub.tags]
         set_tags(session, sub, tags)
+        tag_events(rt, session, sub.id, before, [t.name for t in sub.tags], rt.clock())
         return subscriber_summary(sub)
 
 
@@ -119,8 +122,10 @@ def change_tags(rt: RuntimeDep, subscriber_id: RowId, body: TagsChange) -> dict[
     add, remove = _tags(body.add, "add"), _tags(body.remove, "remove")
     with rt.transaction() as session:
         sub = _get(session, subscriber_id)
+        before = [t.name for t in sub.tags]
         remove_tags(sub, remove)
         add_tags(session, sub, add)
+        tag_events(rt, session, sub.id, before, [t.name for t in sub.tags], rt.clock())
         return subscriber_summary(sub)
 
 

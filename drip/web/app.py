@@ -22,7 +22,7 @@ from drip.engine.handover import Enqueue
 from drip.reports.database_health import database_problem
 from drip.runtime import Runtime
 from drip.settings import get_settings
-from drip.web import admin, admin_stats, api, dashboard, pages
+from drip.web import admin, admin_stats, admin_tags, api, dashboard, pages
 from drip.web import broadcasts as broadcasts_api
 from drip.web.deps import RuntimeDep
 from drip.web.errors import BodyTooLarge, error_response, install_handlers
@@ -144,6 +144,7 @@ def create_app(rt: Runtime | None = None, *, enqueue: Enqueue | None = None) -> 
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(admin_stats.router)  # issue 5: GET /api/v1/admin/stats
+    app.include_router(admin_tags.router)  # issue 15: tags and manual starts by address
     app.include_router(webhooks_router)  # issue 5: /webhooks/sendgrid, /webhooks/purchase
     app.include_router(broadcasts_api.router)  # issue 6: /api/v1/admin/broadcasts...
     app.include_router(dashboard.router)  # issue 7: the dashboard under /admin

@@ -14,7 +14,6 @@ Answers (JSON ``{"error": {"field", "message"}}`` on failure):
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -81,15 +80,8 @@ async def sendgrid_events(request: Request, rt: RuntimeDep) -> JSONResponse:
 
 
 def _store_purchase(rt: Runtime, order: purchase.Purchase) -> tuple[dict[str, Any], bool]:
-    upsells = tuple(slug for slug, seq in rt.library.items() if seq.kind == "upsell")
     with rt.transaction() as session:
-        return purchase.record_purchase(
-            session,
-            order,
-            now=rt.clock(),
-            window=timedelta(days=rt.settings.attribution_window_days),
-            upsell_sequences=upsells,
-        )
+        return purchase.record_purchase(rt, session, order, now=rt.clock())
 
 
 @router.post("/purchase", summary="A sale from the checkout (HMAC-signed)")

@@ -9,10 +9,16 @@ Contract of ``POST /webhooks/purchase``:
   ``DRIP_PURCHASE_WEBHOOK_SECRET``, compared in constant time;
 - idempotent on ``order_id``: a replay stores nothing and answers the stored result again.
 
+``product`` is a product id (:data:`drip.content.triggers.TAG_RE`: ``runners-lab``), trimmed and
+lowercased first; anything else is refused naming the field, as sequence.toml names products
+the same way.
+
 Effects (one transaction): the buyer, if a subscriber, is marked converted (the upsell stops at
-once and the send path skips it anyway) and the sale is credited to the last *human* click of
-theirs within ``DRIP_ATTRIBUTION_WINDOW_DAYS`` before it. An unknown buyer is recorded with no
-subscriber, by the salted hash of the address: never dropped.
+once and the send path skips it anyway), the ``purchased`` event of the product applies to them
+(drip.engine.automations: the sequences whose ``[[exits]]`` list it stop, those whose
+``[[triggers]]`` list it start; a replay applies nothing again), and the sale is credited to the
+last *human* click of theirs within ``DRIP_ATTRIBUTION_WINDOW_DAYS`` before it. An unknown buyer
+is recorded with no subscriber, by the salted hash of the address: never dropped.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from drip.content.triggers import TAG_RE
+from drip.engine.automations import handle
 from drip.engine.enrollments import stop_enrollments
 from drip.errors import InvalidInput
 from drip.models import Conversion, Delivery, Subscriber, TrackingEvent
@@ -35,6 +43,9 @@ from drip.outgoing import PURCHASE_COMPLETED, emit, subscriber_data
 from drip.store import store_for
 from drip.subscribers.validation import storable_text
 from drip.suppress import email_hash, normalize_email
+
+if TYPE_CHECKING:
+    from drip.runtime import Runtime
 
 SIGNATURE_HEADER = "X-Drip-Signature"
 # ISO 4217 currencies whose minor unit is not 1/100.
@@ -71,6 +82,17 @@ def _string(data: dict[str, Any], name: str, limit: int) -> str:
     if len(text) > limit:
         raise InvalidInput(name, f"at most {limit} characters")
     return text
+
+
+def _product(data: dict[str, Any]) -> str:
+    product = _string(data, "product", 200).lower()
+    if not TAG_RE.fullmatch(product):
+        raise InvalidInput(
+            "product",
+            "must be a product id like 'runners-lab': lowercase letters, digits, '-', '_' and "
+            "':', at most 64 characters",
+        )
+    return product
 
 
 def _amount(data: dict[str, Any], currency: str) -> int:
@@ -121,7 +143,7 @@ def parse_purchase(body: bytes, now: datetime) -> Purchase:
         raise InvalidInput("currency", "an ISO 4217 code such as USD")
     return Purchase(
         email=email,
-        product=_string(data, "product", 200),
+        product=_product(data),
         order_id=_string(data, "order_id", 128),
         amount_cents=_amount(data, currency),
         currency=currency,
@@ -185,14 +207,12 @@ def _webhook_data(purchase: Purchase, stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_purchase(
-    session: Session,
-    purchase: Purchase,
-    *,
-    now: datetime,
-    window: timedelta,
-    upsell_sequences: tuple[str, ...],
+    rt: Runtime, session: Session, purchase: Purchase, *, now: datetime
 ) -> tuple[dict[str, Any], bool]:
-    """Store ``purchase`` once; returns (the stored result, True if it was a replay)."""
+    """Store ``purchase`` once and apply its effects; returns (the stored result, True if it was
+    a replay). The attribution window and the upsell sequences come from ``rt``."""
+    window = timedelta(days=rt.settings.attribution_window_days)
+    upsell_sequences = [slug for slug, seq in rt.library.items() if seq.kind == "upsell"]
     stored = result(session, purchase.order_id)
     if stored is not None:
         return stored, True
@@ -222,6 +242,8 @@ def record_purchase(
             sub.converted_at = purchase.time
         for slug in upsell_sequences:
             stop_enrollments(session, sub.id, "converted", sequence=slug)
+        session.flush()
+        handle(rt, session, "purchased", purchase.product, [sub.id], now)
     session.flush()
     final = result(session, purchase.order_id)
     assert final is not None  # inserted here, or by a concurrent call we raced
