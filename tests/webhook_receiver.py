@@ -1,8 +1,10 @@
 """A real local HTTP receiver of outgoing webhooks, for the tests (a threaded http.server).
 
-It answers each POST with the next status of ``answers`` (the last one repeats), or, in
-``hang`` mode, reads the request and never answers until it is stopped. Every request is kept
-as it arrived (raw body and headers) so the test verifies it with the Standard Webhooks library.
+It answers each POST with the next status of ``answers`` (the last one repeats); in ``hang``
+mode it reads the request and never answers until it is stopped; in ``trickle`` mode it sends a
+200 answer one byte every ``trickle`` seconds (each read is quick, the whole answer is slow).
+Every request is kept as it arrived (raw body and headers) so the test verifies it with the
+Standard Webhooks library.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, answers: Sequence[int] = (200,), *, hang: bool = False) -> None:
+    def __init__(
+        self, answers: Sequence[int] = (200,), *, hang: bool = False, trickle: float = 0.0
+    ) -> None:
         self.answers = list(answers)
         self.hang = hang
+        self.trickle = trickle
         self.received: list[Received] = []
         self.released = threading.Event()  # lets a hanging handler end at shutdown
+        self.arrived = threading.Event()  # set when the first request has arrived
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -44,6 +50,7 @@ class Receiver:
     def _next_answer(self, request: Received) -> int:
         with self._lock:
             self.received.append(request)
+            self.arrived.set()
             return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -58,10 +65,23 @@ class Receiver:
                 if receiver.hang:
                     receiver.released.wait(30)
                     return
+                if receiver.trickle:
+                    self._trickle(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    return
                 self.send_response(status)
                 self.send_header("content-length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+
+            def _trickle(self, answer: bytes) -> None:
+                for byte in answer:
+                    if receiver.released.wait(receiver.trickle):  # the test is over
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:  # the client gave up: what the test expects
+                        return
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet tests

@@ -211,6 +211,7 @@ from drip.cli.sequences import sequences  # noqa: E402
 from drip.cli.stats import stats, tracking  # noqa: E402
 from drip.cli.subscribers import serve, subscribers  # noqa: E402 - registered last, on purpose
 from drip.cli.tags import tag, untag  # noqa: E402
+from drip.cli.webhooks import webhooks  # noqa: E402
 
 main.add_command(serve)
 main.add_command(subscribers)
@@ -225,6 +226,7 @@ main.add_command(sending)
 main.add_command(deliveries)
 main.add_command(doctor)
 main.add_command(settings_group)
+main.add_command(webhooks)
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,8 @@ session and CSRF dependencies, how refusals look), ``rendering`` (pages, static 
 previews), ``figures``/``cache``/``charts`` (numbers and SVG charts), and one router per page:
 ``login``, ``overview``, ``course``, ``sequences``, ``subscribers``, ``broadcasts`` (with
 ``broadcast_api`` for the scripts), ``sending`` (the pause, unknown and failed emails, resume and
-resend). The app mounts :data:`router` with one ``include_router`` line.
+resend), ``webhooks`` (the outgoing webhooks). The app mounts :data:`router` with one
+``include_router`` line.
 """
 
 from fastapi import APIRouter
@@ -19,6 +20,7 @@ from drip.web.dashboard import (
     sending,
     sequences,
     subscribers,
+    webhooks,
 )
 from drip.web.dashboard.rendering import static_router
 
@@ -33,6 +35,7 @@ PARTS = (
     broadcast_api.router,
     broadcasts.router,
     sending.router,
+    webhooks.router,
 )
 for part in PARTS:
     router.include_router(part, prefix="/admin")
