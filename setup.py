@@ -1,13 +1,14 @@
 """The one packaging step pyproject.toml can't declare: the wheel ships the default course and
 templates.
 
-They live at the repository's root (``content/lessons/``, ``templates/``), outside the ``drip``
-package, where a checkout and the Docker image read them. setuptools' package data can't reach
-outside a package, and ``data-files`` lands somewhere no import can find; so the build copies
-both folders into the built package as ``drip/_defaults/lessons/`` and
-``drip/_defaults/templates/``, where ``drip.settings.packaged_dir`` finds them when the current
-directory has none. Everything else is in pyproject.toml. An editable install skips the copy: it
-reads them in the checkout.
+They live at the repository's root (``content/lessons/``, ``content/forms/``, ``templates/``),
+outside the ``drip`` package, where a checkout and the Docker image read them. setuptools'
+package data can't reach outside a package, and ``data-files`` lands somewhere no import can
+find; so the build copies the folders into the built package as ``drip/_defaults/lessons/``,
+``drip/_defaults/forms/`` and ``drip/_defaults/templates/``, where ``drip.settings`` finds them
+when the current directory has none (``packaged_dir``; the forms beside the lessons).
+Everything else is in pyproject.toml. An editable install skips the copy: it reads them in the
+checkout.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-DEFAULTS = {"lessons": ROOT / "content" / "lessons", "templates": ROOT / "templates"}
+DEFAULTS = {
+    "lessons": ROOT / "content" / "lessons",
+    "forms": ROOT / "content" / "forms",  # beside the lessons, as DRIP_FORMS_DIR's default reads
+    "templates": ROOT / "templates",
+}
 IGNORED = shutil.ignore_patterns(".*", "__pycache__", "*.py[cod]")
 
 

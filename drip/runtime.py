@@ -8,7 +8,7 @@ docs/architecture.md): the engine and the features only name :class:`Runtime` in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -17,15 +17,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from drip.broadcasts.message import BroadcastSource
 from drip.clock import Clock, system_clock
+from drip.content.forms import BUILTIN_DEFAULT, Form, check_forms, sequence_slugs
 from drip.content.loading import load_library
 from drip.content.render import Renderer
-from drip.content.types import Sequence
+from drip.content.types import DEFAULT_FORM, Sequence
 from drip.db import engine_for, session_factory
 from drip.engine.automations import Automations
 from drip.engine.kinds import Sources
 from drip.engine.lessons import LessonSource
 from drip.engine.throttle import Throttle, throttle_for
-from drip.errors import SettingsError
+from drip.errors import ContentError, SettingsError
 from drip.esp import make_backend
 from drip.esp.base import EmailBackend
 from drip.outgoing import bind_endpoints, load_endpoints
@@ -38,6 +39,30 @@ def default_sources() -> Sources:
     """One message source per kind of email (drip.engine.kinds)."""
     sources = (LessonSource(), BroadcastSource(), ConfirmationSource())
     return {source.kind: source for source in sources}
+
+
+def builtin_forms() -> dict[str, Form]:
+    """The forms of a runtime built without a forms folder: the built-in default only."""
+    return {DEFAULT_FORM: BUILTIN_DEFAULT}
+
+
+def automations_for(
+    library: Mapping[str, Sequence], course: str | None, forms: Mapping[str, Form]
+) -> Automations:
+    """The library's index plus each form's ``sequence``: a form naming a sequence is the same
+    as that sequence having ``[[triggers]] on = "form"`` for it (both may say it; it starts once).
+    A default form that names a sequence replaces the ``DRIP_COURSE_SEQUENCE`` fallback."""
+    default = forms.get(DEFAULT_FORM)
+    base = Automations.of(library, None if default and default.sequence else course)
+    starts = dict(base.starts)
+    for slug in sorted(forms):
+        sequence = library.get(forms[slug].sequence or "")
+        if sequence is None:
+            continue
+        started = starts.get(("form", slug), ())
+        if all(s.slug != sequence.slug for s in started):
+            starts[("form", slug)] = (*started, sequence)
+    return Automations(starts, base.ends)
 
 
 @dataclass
@@ -53,6 +78,8 @@ class Runtime:
     throttle: Throttle = None  # type: ignore[assignment]
     # Where each kind of email's message comes from (drip.engine.kinds).
     sources: Sources = field(default_factory=default_sources)
+    # The signup forms by slug (drip.content.forms), always with a ``default``.
+    forms: dict[str, Form] = field(default_factory=builtin_forms)
     # What starts and ends each sequence (drip.engine.automations); None: read from the library.
     automations: Automations = None  # type: ignore[assignment]
     sessions: sessionmaker[Session] = field(init=False)
@@ -62,7 +89,8 @@ class Runtime:
         # Every session knows the outgoing webhooks' endpoints: emitters are handed sessions.
         bind_endpoints(self.sessions, load_endpoints(self.settings))
         if self.automations is None:
-            self.automations = Automations.of(self.library, self.settings.course_sequence)
+            course = self.settings.course_sequence
+            self.automations = automations_for(self.library, course, self.forms)
         if self.throttle is None:
             self.throttle = throttle_for(self.settings, self.clock)
 
@@ -77,7 +105,7 @@ class Runtime:
         throttle: Throttle | None = None,
     ) -> Runtime:
         """Load the content (raising ContentError if broken) and wire the parts together."""
-        library = load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
+        forms, library = _load_content(settings)
         if settings.course_sequence not in library:
             known = ", ".join(sorted(library)) or "none"
             raise SettingsError(
@@ -92,6 +120,7 @@ class Runtime:
             backend=backend or make_backend(settings, clock=clock),
             clock=clock,
             throttle=throttle or throttle_for(settings, clock),
+            forms=forms,
         )
 
     @contextmanager
@@ -110,3 +139,24 @@ class Runtime:
 
     def course(self) -> Sequence:
         return self.library[self.settings.course_sequence]
+
+
+def _load_content(settings: Settings) -> tuple[dict[str, Form], dict[str, Sequence]]:
+    """The forms and the sequences, or :class:`ContentError` with the problems of both: the
+    library is checked knowing every form that exists (``form`` triggers), and the forms knowing
+    every sequence folder (``sequence``)."""
+    checked = check_forms(
+        settings.forms_folder,
+        sequences=sequence_slugs(settings.content_dir),
+        runners_lab_url=settings.runners_lab_url,
+        required=settings.forms_dir is not None,
+    )
+    try:
+        library = load_library(
+            settings.content_dir, runners_lab_url=settings.runners_lab_url, forms=checked.slugs
+        )
+    except ContentError as err:
+        raise ContentError([*checked.problems, *err.problems]) from None
+    if checked.problems:
+        raise ContentError(checked.problems)
+    return checked.forms, library

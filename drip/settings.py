@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     content_dir: Path = _DEFAULT_FOLDERS["content_dir"]
     # Email layouts and web pages.
     templates_dir: Path = _DEFAULT_FOLDERS["templates_dir"]
+    # The folder of signup forms (<slug>.toml); unset = the forms folder beside DRIP_CONTENT_DIR.
+    forms_dir: Path | None = None
 
     # Signs links (unsubscribe, confirm, tracking); at least 16 characters; set it in production.
     secret_key: SecretStr = SecretStr("dev-insecure-secret-key-change-me")
@@ -280,6 +282,17 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         return cls._absolute_http_url(value.strip())
+
+    @field_validator("forms_dir", mode="before")
+    @classmethod
+    def _optional_folder(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def forms_folder(self) -> Path:
+        """Where the signup forms are: DRIP_FORMS_DIR, else ``forms`` beside the lessons folder
+        (``content/forms`` for ``content/lessons``), so forms always go with their sequences."""
+        return self.forms_dir or self.content_dir.parent / "forms"
 
     @field_validator("from_email", "reply_to")
     @classmethod

@@ -87,7 +87,9 @@ def test_check_on_the_real_content_passes() -> None:
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"ok: 4 sequences, {len(STEMS)} emails\n"
-    assert result.stderr == "checking content in ./content/lessons\n"  # run from the checkout
+    assert result.stderr == (  # run from the checkout
+        "checking content in ./content/lessons\nchecking forms in ./content/forms\n"
+    )
 
 
 def test_check_in_a_coach_folder_checks_its_content_not_the_packaged_course(

@@ -24,7 +24,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "drip", "workers")
-DEFAULTS = {"lessons": ROOT / "content" / "lessons", "templates": ROOT / "templates"}
+DEFAULTS = {
+    "lessons": ROOT / "content" / "lessons",
+    "forms": ROOT / "content" / "forms",
+    "templates": ROOT / "templates",
+}
 JUNK = shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.egg-info", "build", "_defaults")
 
 
@@ -132,10 +136,13 @@ def test_drip_demo_runs_from_an_empty_directory(drip_bin: Path, tmp_path: Path) 
 def test_lessons_check_says_which_content_it_checks(drip_bin: Path, tmp_path: Path) -> None:
     packaged = _run([drip_bin, "lessons", "check"], cwd=tmp_path)
     assert packaged.returncode == 0, packaged.stderr
-    assert packaged.stdout == "ok: 2 sequences, 10 emails\n"
-    [line] = packaged.stderr.splitlines()
+    folders = [p for p in DEFAULTS["lessons"].iterdir() if (p / "sequence.toml").is_file()]
+    emails = sum(len(list(p.glob("[0-9][0-9]-*.md"))) for p in folders)
+    assert packaged.stdout == f"ok: {len(folders)} sequences, {emails} emails\n"
+    line, forms = packaged.stderr.splitlines()
     assert line.startswith("checking content in /")
     assert line.endswith("/drip/_defaults/lessons (the course packaged with drip)")
+    assert forms.endswith("/drip/_defaults/forms")  # the forms beside the packaged lessons
 
     # The coach's own folder: its content/lessons is checked, not the packaged course.
     shutil.copytree(DEFAULTS["lessons"], tmp_path / "content" / "lessons")

@@ -14,6 +14,7 @@ from drip.cli.support import content_failure as _content_failure
 from drip.cli.support import runtime_or_exit as _runtime_or_exit
 from drip.cli.support import settings_or_exit as _settings
 from drip.content.checks import check_library
+from drip.content.forms import check_forms, sequence_slugs
 from drip.content.loading import load_library
 from drip.errors import ContentError
 from drip.settings import Settings, packaged_dir
@@ -57,25 +58,44 @@ def lessons() -> None:
     default=None,
     help="Folder of sequences (default: DRIP_CONTENT_DIR).",
 )
-def lessons_check(content_dir: Path | None) -> None:
-    """Check every sequence; print problems as path:line: message."""
+@click.option(
+    "--forms",
+    "forms_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of signup forms (default: DRIP_FORMS_DIR, else forms beside the sequences).",
+)
+def lessons_check(content_dir: Path | None, forms_dir: Path | None) -> None:
+    """Check every sequence and signup form; print problems as path:line: message."""
     settings = _settings()
     folder = content_dir or settings.content_dir
     folder = _relative(folder)
     packaged = folder.is_absolute() and folder == packaged_dir("content_dir")
-    shown = folder if folder.is_absolute() or folder.parts[:1] == ("..",) else f"./{folder}"
     click.echo(
-        f"checking content in {shown}" + (" (the course packaged with drip)" if packaged else ""),
+        f"checking content in {_shown(folder)}"
+        + (" (the course packaged with drip)" if packaged else ""),
         err=True,
     )
-    problems = check_library(folder, runners_lab_url=settings.runners_lab_url)
+    named = forms_dir or settings.forms_dir  # a folder named explicitly must exist
+    forms_folder = _relative(named or folder.parent / "forms")
+    click.echo(f"checking forms in {_shown(forms_folder)}", err=True)
+    forms = check_forms(
+        forms_folder,
+        sequences=sequence_slugs(folder),
+        runners_lab_url=settings.runners_lab_url,
+        required=named is not None,
+    )
+    library_problems = check_library(
+        folder, runners_lab_url=settings.runners_lab_url, forms=forms.slugs
+    )
+    problems = [*library_problems, *forms.problems]
     for problem in problems:
         click.echo(str(problem))
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         click.echo(f"{len(problems)} {noun} found", err=True)
         sys.exit(1)
-    library = load_library(folder, runners_lab_url=settings.runners_lab_url)
+    library = load_library(folder, runners_lab_url=settings.runners_lab_url, forms=forms.slugs)
     total = sum(s.length for s in library.values())
     click.echo(f"ok: {len(library)} sequences, {total} emails")
 
@@ -193,6 +213,11 @@ def _library(settings: Settings) -> dict[str, Sequence]:
 
 def _exec_celery(args: list[str]) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.celery_app", *args])
+
+
+def _shown(folder: Path) -> str:
+    """A folder as the check names it: absolute, or ``./`` plus the path below the cwd."""
+    return str(folder) if folder.is_absolute() or folder.parts[:1] == ("..",) else f"./{folder}"
 
 
 def _relative(path: Path) -> Path:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
 
+from drip.content.forms import Form
 from drip.content.types import DEFAULT_FORM
 from drip.engine.automations import handle
 from drip.engine.consent import record_consent
@@ -26,17 +27,44 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIRM_PURPOSE = "confirm"  # the purpose of every confirmation link's token
+# What every confirmation email's footer says, whatever the form (as Renderer.confirmation).
+CONFIRM_FOOTER = "You are getting this because this address was entered on our form."
+
+
+def confirmation_key(form: str | None, number: int) -> str:
+    """The message key of a subscriber's ``number``-th confirmation email for ``form``:
+    ``confirm/<n>`` for the default form (as before forms), ``confirm/<form>/<n>`` otherwise,
+    so that the emails of one form share one rendered message."""
+    if form is None or form == DEFAULT_FORM:
+        return f"confirm/{number}"
+    return f"confirm/{form}/{number}"
+
+
+def form_of_key(message_key: str) -> str:
+    """The form a confirmation's message key names (:func:`confirmation_key`)."""
+    parts = message_key.split("/")
+    return parts[1] if len(parts) == 3 else DEFAULT_FORM
 
 
 class ConfirmationSource:
     """The message source of the double opt-in email (see drip.engine.kinds): it goes to
-    pending subscribers (and active ones asking again), with their own signed link."""
+    pending subscribers (and active ones asking again), with their own signed link, in the
+    wording of the form they signed up through (drip.content.forms); a form that no longer
+    exists falls back to the default form's wording."""
 
     kind = DeliveryKind.CONFIRM
     receivers = frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE})
 
+    def __init__(self) -> None:
+        self._by_form: dict[str, Message] = {}  # rendered once per form, like lessons
+
     def message(self, rt: Runtime, message_key: str) -> Message:
-        return rt.renderer.confirmation()
+        form = rt.forms.get(form_of_key(message_key)) or rt.forms[DEFAULT_FORM]
+        if form.confirm.is_builtin:
+            return rt.renderer.confirmation()  # today's email, byte for byte
+        if form.slug not in self._by_form:
+            self._by_form[form.slug] = _compile(rt, form)
+        return self._by_form[form.slug]
 
     def exit_reason(self, rt: Runtime, subscriber: Row[Any], sequence: str | None) -> str | None:
         return None
@@ -44,6 +72,29 @@ class ConfirmationSource:
     def recipient_fields(self, rt: Runtime, subscriber_id: int, now: datetime) -> dict[str, str]:
         token = expiring_token(rt.secret, CONFIRM_PURPOSE, str(subscriber_id), now=now)
         return {"confirm_url": f"{rt.settings.public_url}/confirm/{token}"}
+
+
+def _compile(rt: Runtime, form: Form) -> Message:
+    """The confirmation email in ``form``'s wording, in today's layout (email/confirm.*)."""
+    wording = form.confirm
+    body = wording.intro
+    if body is None:
+        body = (rt.settings.templates_dir / "email" / "confirm.md").read_text(encoding="utf-8")
+    return rt.renderer.compile(
+        message_key=f"confirm/{form.slug}",
+        template="confirm",
+        subject=wording.subject,
+        preheader=wording.preheader,
+        body_md=body,
+        category="confirm",
+        brand=str(rt.renderer.shared_context()["course_name"]),
+        footer_reason=CONFIRM_FOOTER,
+        extra={
+            "confirm_days": rt.settings.confirm_max_age_days,
+            "confirm_button": wording.button,
+        },
+        tracked=False,  # transactional: no pixel, and its one link is per recipient
+    )
 
 
 class ConfirmState(enum.StrEnum):

@@ -208,3 +208,23 @@ def find_subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
 def tag_names(session: Session, limit: int) -> list[str]:
     """The first ``limit`` tag names in alphabetical order (for a filter's choices)."""
     return list(session.scalars(select(Tag.name).order_by(Tag.name).limit(limit)))
+
+
+@dataclass(frozen=True)
+class FormCount:
+    """Subscribers who came through one signup form, and how many of them confirmed."""
+
+    signups: int
+    confirmations: int
+
+
+def form_counts(session: Session) -> dict[str | None, FormCount]:
+    """Per signup form slug (``subscribers.form``), in one grouped query; ``None`` holds those
+    with no form recorded: imported, or signed up before forms existed. Every status counts (a
+    signup that later left was a signup); a confirmation is a ``confirmed_at``."""
+    rows = session.execute(
+        select(Subscriber.form, func.count(), func.count(Subscriber.confirmed_at)).group_by(
+            Subscriber.form
+        )
+    )
+    return {form: FormCount(signups, confirmed) for form, signups, confirmed in rows}

@@ -11,9 +11,14 @@ new               subscriber ``pending``, consent row, tags, a queued confirmati
 pending           name/zone updated if given, tags added, consent row, a new confirmation email
                   (at most one every ``DRIP_CONFIRM_RESEND_MINUTES``, five a day)
 unsubscribed      back to ``pending`` with a confirmation email: only the click reactivates
-active            tags added and the consent row kept; no email, nothing else changes
+active            tags added and the consent row kept; no email, nothing else changes here
+                  (:func:`signup_and_confirm` applies the form and new-tag events)
 suppressed/erased nothing stored, nothing sent
 ================  ==============================================================================
+
+The signup form (``data.form``, drip.content.forms) is stored on a new subscriber, and on a
+pending or unsubscribed one, whose confirmation email is then in that form's wording and whose
+click starts that form's sequence; an active subscriber keeps the form they came through.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from sqlalchemy import CursorResult, Result, and_, delete, exists, func, or_, se
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from drip.engine.automations import handle
 from drip.engine.consent import record_consent
 from drip.engine.handover import Enqueue
 from drip.models import (
@@ -40,7 +46,9 @@ from drip.models import (
 )
 from drip.outgoing import SUBSCRIBER_SUBSCRIBED, emit, subscriber_data
 from drip.store import one_of, store_for
+from drip.subscribers.confirm import confirmation_key
 from drip.subscribers.store import add_tags, find_by_email
+from drip.subscribers.tags import tag_events
 from drip.subscribers.validation import SignupData
 from drip.suppress import is_suppressed
 
@@ -59,6 +67,7 @@ class SignupOutcome:
     state: str  # new, pending, resubscribing, active, suppressed
     subscriber_id: int | None = None
     delivery_id: int | None = None  # a confirmation email to send now
+    added_tags: tuple[str, ...] = ()  # tags the subscriber did not have before
 
 
 def signup(
@@ -88,17 +97,18 @@ def signup(
         user_agent=data.user_agent,
         text=data.consent_text,
     )
-    add_tags(session, subscriber, data.tags)
+    added = tuple(add_tags(session, subscriber, data.tags))
     if subscriber.status == SubscriberStatus.ACTIVE:
         subscriber.first_name = subscriber.first_name or data.first_name
         subscriber.time_zone = subscriber.time_zone or data.time_zone
-        return SignupOutcome("active", subscriber.id)
+        return SignupOutcome("active", subscriber.id, added_tags=added)
     if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
         state = "resubscribing"
         subscriber.status = SubscriberStatus.PENDING
         subscriber.course_emails = subscriber.newsletter = True
     subscriber.first_name = data.first_name or subscriber.first_name
     subscriber.time_zone = data.time_zone or subscriber.time_zone
+    subscriber.form = data.form  # the form their next click confirms
     session.flush()
     if state in ("new", "resubscribing"):  # a repeated signup while pending is no new event
         event = subscriber_data(
@@ -106,8 +116,8 @@ def signup(
         )
         event["tags"] = sorted(data.tags)
         emit(session, None, SUBSCRIBER_SUBSCRIBED, event, now)
-    delivery_id = queue_confirmation(session, subscriber.id, now, resend_every)
-    return SignupOutcome(state, subscriber.id, delivery_id)
+    delivery_id = queue_confirmation(session, subscriber.id, now, resend_every, form=data.form)
+    return SignupOutcome(state, subscriber.id, delivery_id, added)
 
 
 def _create(session: Session, data: SignupData, now: datetime, channel: str) -> Subscriber | None:
@@ -117,6 +127,7 @@ def _create(session: Session, data: SignupData, now: datetime, channel: str) -> 
         time_zone=data.time_zone,
         status=SubscriberStatus.PENDING,
         source=(data.source or channel)[:100],
+        form=data.form,
         created_at=now,
     )
     try:
@@ -129,9 +140,18 @@ def _create(session: Session, data: SignupData, now: datetime, channel: str) -> 
 
 
 def queue_confirmation(
-    session: Session, subscriber_id: int, now: datetime, resend_every: timedelta
+    session: Session,
+    subscriber_id: int,
+    now: datetime,
+    resend_every: timedelta,
+    *,
+    form: str | None = None,
 ) -> int | None:
-    """Write a queued confirmation delivery unless one went out too recently; its id or None."""
+    """Write a queued confirmation delivery unless one went out too recently; its id or None.
+
+    Its message key names the subscriber's signup form (``form``, else the stored one), so the
+    email says what that form's confirmation says.
+    """
     recent = list(
         session.scalars(
             select(Delivery.created_at).where(
@@ -150,12 +170,14 @@ def queue_confirmation(
         .select_from(Delivery)
         .where(Delivery.subscriber_id == subscriber_id, Delivery.kind == DeliveryKind.CONFIRM)
     )
+    if form is None:
+        form = session.scalar(select(Subscriber.form).where(Subscriber.id == subscriber_id))
     stmt = (
         store_for(session)
         .insert_ignore(Delivery, ["subscriber_id", "message_key"])
         .values(
             subscriber_id=subscriber_id,
-            message_key=f"confirm/{(count or 0) + 1}",
+            message_key=confirmation_key(form, (count or 0) + 1),
             kind=DeliveryKind.CONFIRM,
             status=DeliveryStatus.QUEUED,
             attempts=0,
@@ -184,15 +206,25 @@ def signup_and_confirm(
     rt: Runtime, data: SignupData, channel: str, enqueue: Enqueue
 ) -> SignupOutcome:
     """:func:`signup` in its own transaction, then its confirmation email handed to the workers
-    (sent within a second when they are up)."""
+    (sent within a second when they are up).
+
+    For someone already active, the signup is the form's event and each new tag's (with its
+    ``tag.added`` webhook), applied at once (drip.engine.automations): nothing waits for a
+    confirmation they gave long ago. A pending subscriber's events wait for the click
+    (drip.subscribers.confirm).
+    """
+    now = rt.clock()
     with rt.transaction() as session:
         outcome = signup(
             session,
             data,
-            now=rt.clock(),
+            now=now,
             channel=channel,
             resend_every=timedelta(minutes=rt.settings.confirm_resend_minutes),
         )
+        if outcome.state == "active" and outcome.subscriber_id is not None:
+            handle(rt, session, "form", data.form, [outcome.subscriber_id], now)
+            tag_events(rt, session, outcome.subscriber_id, (), outcome.added_tags, now)
     log.info("signup via %s: %s", channel, outcome.state)
     hand_confirmation(enqueue, outcome.delivery_id)
     return outcome

@@ -41,10 +41,12 @@ def ensure_tags(session: Session, names: Iterable[str]) -> list[Tag]:
     return [found[n] for n in wanted]
 
 
-def add_tags(session: Session, subscriber: Subscriber, names: Iterable[str]) -> None:
+def add_tags(session: Session, subscriber: Subscriber, names: Iterable[str]) -> list[str]:
+    """Give ``subscriber`` the tags ``names``; returns those they did not have before."""
     have = {t.name for t in subscriber.tags}
-    for tag in ensure_tags(session, [n for n in names if n not in have]):
-        subscriber.tags.append(tag)
+    added = ensure_tags(session, [n for n in names if n not in have])
+    subscriber.tags.extend(added)
+    return [t.name for t in added]
 
 
 def remove_tags(subscriber: Subscriber, names: Iterable[str]) -> None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
+from drip.content.forms import SLUG_MAX, Form
+from drip.content.types import DEFAULT_FORM
 from drip.engine.consent import SOURCE_MAX, USER_AGENT_MAX, clip
 from drip.errors import InvalidInput
 from drip.schedule import is_valid_zone
@@ -52,6 +55,7 @@ class SignupData:
     ip: str | None = None
     user_agent: str | None = None
     consent_text: str = ""
+    form: str = DEFAULT_FORM  # the signup form's slug (drip.content.forms)
 
 
 def _text(value: object, name: str) -> str:
@@ -186,6 +190,23 @@ def ip_or_none(value: str | None) -> str | None:
         return None
 
 
+def clean_form(value: object, forms: Mapping[str, Form]) -> Form:
+    """The signup form a post names (``form=<slug>``); the default form when it names none.
+
+    A slug that names no form is refused with :class:`InvalidInput` on ``form``, never replaced
+    by the default: the site's HTML is wrong, and a silent default would start the wrong emails.
+    """
+    slug = _text(value, "form").strip()
+    if not slug:
+        return forms[DEFAULT_FORM]
+    if len(slug) > SLUG_MAX or _CONTROL.search(slug):
+        raise InvalidInput("form", f"is not a form's slug (at most {SLUG_MAX} characters)")
+    found = forms.get(slug)
+    if found is None:
+        raise InvalidInput("form", f"{slug!r} is not a signup form of this site")
+    return found
+
+
 def clean_signup(
     *,
     email: object,
@@ -196,8 +217,10 @@ def clean_signup(
     ip: str | None = None,
     user_agent: str | None = None,
     consent_text: str = "",
+    form: Form | None = None,
 ) -> SignupData:
-    """Validate every field of a signup; the first bad one raises, named."""
+    """Validate every field of a signup; the first bad one raises, named. ``form`` (see
+    :func:`clean_form`) adds its tags to the visitor's; ``None`` is the default form."""
     text = storable_text(_text(consent_text, "consent_text"), "consent_text").strip()
     if len(text) > CONSENT_TEXT_MAX:
         raise InvalidInput("consent_text", f"is too long (at most {CONSENT_TEXT_MAX} characters)")
@@ -205,9 +228,10 @@ def clean_signup(
         email=normalize_address(email),
         first_name=clean_name(first_name),
         time_zone=clean_zone(timezone),
-        tags=clean_tags(tags),
+        tags=tuple(dict.fromkeys((*clean_tags(tags), *(form.tags if form else ())))),
         source=clean_source(source),
         ip=ip_or_none(ip),
         user_agent=clip(user_agent, USER_AGENT_MAX),
         consent_text=text,
+        form=form.slug if form else DEFAULT_FORM,
     )

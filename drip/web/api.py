@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from drip.errors import InvalidInput
 from drip.subscribers.signup import signup_and_confirm
-from drip.subscribers.validation import clean_ip, clean_signup
+from drip.subscribers.validation import clean_form, clean_ip, clean_signup
 from drip.web.auth import verify_webhook
 from drip.web.deps import RuntimeDep, enqueue
 from drip.web.errors import ApiError
@@ -39,6 +39,11 @@ class SignupIn(BaseModel):
     user_agent: str | None = Field(None, description="The visitor's browser, as your form saw it.")
     consent_text: str | None = Field(
         None, description="The consent text your form showed (default: DRIP_CONSENT_TEXT)."
+    )
+    form: str | None = Field(
+        None,
+        max_length=64,
+        description="The signup form's slug (content/forms/<slug>.toml); default: default.",
     )
 
 
@@ -117,6 +122,7 @@ async def create_subscriber(request: Request, rt: RuntimeDep) -> JSONResponse:
         field = ".".join(str(p) for p in first["loc"]) or None
         raise ApiError(422, field, str(first["msg"])) from None
     try:
+        form = clean_form(fields.form, rt.forms)  # an unknown one is a 422, never the default
         data = clean_signup(
             email=fields.email,
             first_name=fields.first_name,
@@ -126,6 +132,7 @@ async def create_subscriber(request: Request, rt: RuntimeDep) -> JSONResponse:
             ip=clean_ip(fields.ip),  # the visitor's, if the integration knows it
             user_agent=fields.user_agent,
             consent_text=fields.consent_text or rt.settings.consent_text,
+            form=form,
         )
     except InvalidInput as err:
         raise ApiError(422, err.field, err.message) from None

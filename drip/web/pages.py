@@ -24,7 +24,7 @@ from drip.subscribers.preferences import (
     update_preferences,
 )
 from drip.subscribers.signup import resend_confirmation, signup_and_confirm
-from drip.subscribers.validation import clean_signup, normalize_address
+from drip.subscribers.validation import clean_form, clean_signup, normalize_address
 from drip.web.deps import RuntimeDep, enqueue
 from drip.web.forms import NotAForm, client_ip, not_a_form, rate_limited, read_form, user_agent
 from drip.web.templating import page
@@ -65,12 +65,24 @@ def signup_form(request: Request) -> Response:
     return page(request, "signup.html", {"values": {}})
 
 
+def _form_page(
+    request: Request, fields: dict[str, str], err: InvalidInput, status: int
+) -> Response:
+    """Our signup page again, with the visitor's values and the error naming its field."""
+    values = {k: v for k, v in fields.items() if k != HONEYPOT}
+    return page(request, "signup.html", {"error": err, "values": values}, status=status)
+
+
 @router.post("/subscribe")
 async def subscribe(request: Request, rt: RuntimeDep) -> Response:
     fields = await _limited_form(request, rt.settings.signup_rate_limit)
     if isinstance(fields, Response):
         return fields
-    thanks = rt.settings.thank_you_url or str(request.url_for("thanks"))
+    try:  # a form that does not exist is the site's mistake: 422, never the default form
+        form = clean_form(fields.get("form"), rt.forms)
+    except InvalidInput as err:
+        return _form_page(request, fields, err, 422)
+    thanks = form.redirect or rt.settings.thank_you_url or str(request.url_for("thanks"))
     if fields.get(HONEYPOT, "").strip():
         log.info("honeypot filled: signup ignored")
         return RedirectResponse(thanks, status_code=303)
@@ -84,10 +96,10 @@ async def subscribe(request: Request, rt: RuntimeDep) -> Response:
             ip=client_ip(request),
             user_agent=user_agent(request),
             consent_text=rt.settings.consent_text,
+            form=form,
         )
     except InvalidInput as err:
-        values = {k: v for k, v in fields.items() if k != HONEYPOT}
-        return page(request, "signup.html", {"error": err, "values": values}, status=400)
+        return _form_page(request, fields, err, 400)
     await run_in_threadpool(signup_and_confirm, rt, data, "form", enqueue(request))
     return RedirectResponse(thanks, status_code=303)
 

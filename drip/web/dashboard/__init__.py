@@ -5,8 +5,8 @@ session and CSRF dependencies, how refusals look), ``rendering`` (pages, static 
 previews), ``figures``/``cache``/``charts`` (numbers and SVG charts), and one router per page:
 ``login``, ``overview``, ``course``, ``sequences``, ``subscribers``, ``broadcasts`` (with
 ``broadcast_api`` for the scripts), ``sending`` (the pause, unknown and failed emails, resume and
-resend), ``webhooks`` (the outgoing webhooks). The app mounts :data:`router` with one
-``include_router`` line.
+resend), ``signup_forms`` (the Forms page), ``webhooks`` (the outgoing webhooks). The app
+mounts :data:`router` with one ``include_router`` line.
 """
 
 from fastapi import APIRouter
@@ -19,6 +19,7 @@ from drip.web.dashboard import (
     overview,
     sending,
     sequences,
+    signup_forms,
     subscribers,
     webhooks,
 )
@@ -35,6 +36,7 @@ PARTS = (
     broadcast_api.router,
     broadcasts.router,
     sending.router,
+    signup_forms.router,
     webhooks.router,
 )
 for part in PARTS:
