@@ -8,11 +8,13 @@ from __future__ import annotations
 import html
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from drip.clock import FrozenClock
 from drip.models import SubscriberStatus
 from drip.runtime import Runtime
 from drip.settings import Settings
@@ -120,3 +122,17 @@ def test_a_pasted_snippet_signs_up_through_its_form(rt: Runtime, http: TestClien
         sub = subscriber(session, "ana@example.com")
         assert (sub.form, sub.source, sub.time_zone) == ("waitlist", "waitlist", "Europe/Berlin")
         assert sorted(t.name for t in sub.tags) == ["vip", "waitlist"]
+
+
+def test_the_figures_are_cached_like_the_overviews(
+    rt: Runtime, http: TestClient, clock: FrozenClock
+) -> None:
+    def signups() -> str:
+        section = http.get("/admin/forms").text.split('id="form-waitlist"', 1)[1]
+        return section.split("<dt>Signups</dt>", 1)[1].split("</dd>", 1)[0]
+
+    assert signups() == '<dd class="num">0'
+    _people(rt)
+    assert signups() == '<dd class="num">0'  # within DRIP_ADMIN_STATS_CACHE_SECONDS
+    clock.advance(timedelta(seconds=rt.settings.admin_stats_cache_seconds))
+    assert signups() == '<dd class="num">3'
