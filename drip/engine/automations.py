@@ -22,20 +22,21 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from drip.content.types import DEFAULT_FORM, Sequence
 from drip.engine.enrollments import first_lesson_due
 from drip.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
 from drip.store import one_of, store_for
+from drip.store.base import NewEnrollment
 
 if TYPE_CHECKING:
     from drip.runtime import Runtime
 
-__all__ = ["Automations", "Handled", "handle", "start"]
+__all__ = ["Automations", "Handled", "handle", "handle_many", "start"]
 
 Key = tuple[str, str]
 
@@ -101,18 +102,47 @@ def handle(
     subscriber_ids: Iterable[int],
     now: datetime,
 ) -> Handled:
-    """Apply the event ``(kind, value)`` that happened to ``subscriber_ids``: exits, then starts."""
-    ids = sorted(set(subscriber_ids))
+    """Apply the event ``(kind, value)`` that happened to ``subscriber_ids``: exits, then starts.
+
+    No statement at all when the event ends and starts nothing (the common case: most tags and
+    products name no sequence); else one for the exits and two for the starts (who may start,
+    with their enrollments in those sequences; the writes), however many subscribers and
+    sequences.
+    """
+    ends = rt.automations.ended_by(kind, value)
+    starts = rt.automations.started_by(kind, value)
     handled = Handled()
+    if not ends and not starts:
+        return handled
+    ids = sorted(set(subscriber_ids))
     if not ids:
         return handled
     label = f"{kind}:{value}" if value else kind
-    for slug in rt.automations.ended_by(kind, value):
-        handled.stopped[slug] = _stop(session, ids, slug, f"exit {label}")
-    for sequence in rt.automations.started_by(kind, value):
+    if ends:
+        handled.stopped = _stop(session, ids, ends, f"exit {label}")
+    if starts:
         fallback = rt.settings.default_timezone
-        handled.started[sequence.slug] = start(session, ids, sequence, now, fallback, label)
+        handled.started = _start_all(session, ids, starts, now, fallback, label)
     return handled
+
+
+def handle_many(
+    rt: Runtime, session: Session, events: Iterable[tuple[str, str, int]], now: datetime
+) -> Handled:
+    """Apply many ``(kind, value, subscriber id)`` events at once: one :func:`handle` per
+    distinct (kind, value), so a batch of events costs statements per kind of event, not per
+    event. Counts add up over the batch."""
+    groups: dict[Key, list[int]] = defaultdict(list)
+    for kind, value, subscriber_id in events:
+        groups[(kind, value)].append(subscriber_id)
+    total = Handled()
+    for (kind, value), ids in sorted(groups.items()):
+        one = handle(rt, session, kind, value, ids, now)
+        for slug, n in one.started.items():
+            total.started[slug] = total.started.get(slug, 0) + n
+        for slug, n in one.stopped.items():
+            total.stopped[slug] = total.stopped.get(slug, 0) + n
+    return total
 
 
 def start(
@@ -123,87 +153,112 @@ def start(
     fallback_tz: str,
     trigger: str,
 ) -> int:
-    """Start ``sequence`` for those of ``subscriber_ids`` who may start it; returns how many.
-
-    Three statements whatever the number: who is active, who was in it before, and the writes.
-    """
+    """Start ``sequence`` for those of ``subscriber_ids`` who may start it; returns how many."""
     ids = sorted(set(subscriber_ids))
     if not ids:
         return 0
-    active = select(Subscriber.id, Subscriber.time_zone).where(
-        one_of(Subscriber.id, ids, session), Subscriber.status == SubscriberStatus.ACTIVE
-    )
-    zones = {sid: zone for sid, zone in session.execute(active)}
-    if not zones:
-        return 0
-    before = {
-        row.subscriber_id: row
-        for row in session.execute(
-            select(
-                Enrollment.id, Enrollment.subscriber_id, Enrollment.status, Enrollment.entry
-            ).where(
-                Enrollment.sequence == sequence.slug,
-                one_of(Enrollment.subscriber_id, sorted(zones), session),
-            )
+    return _start_all(session, ids, (sequence,), now, fallback_tz, trigger)[sequence.slug]
+
+
+def _start_all(
+    session: Session,
+    ids: list[int],
+    sequences: tuple[Sequence, ...],
+    now: datetime,
+    fallback_tz: str,
+    trigger: str,
+) -> dict[str, int]:
+    """Start each of ``sequences`` for the active subscribers among ``ids``; how many per slug.
+
+    One read (the active subscribers with their enrollments in these sequences, an outer join)
+    and at most two writes (the new enrollments; the re-entries).
+    """
+    by_slug = {s.slug: s for s in sequences}
+    rows = session.execute(
+        select(
+            Subscriber.id,
+            Subscriber.time_zone,
+            Enrollment.id,
+            Enrollment.sequence,
+            Enrollment.status,
+            Enrollment.entry,
         )
-    }
-    due_in: dict[str | None, datetime] = {}
+        .select_from(Subscriber)
+        .outerjoin(
+            Enrollment,
+            and_(
+                Enrollment.subscriber_id == Subscriber.id,
+                Enrollment.sequence.in_(sorted(by_slug)),
+            ),
+        )
+        .where(one_of(Subscriber.id, ids, session), Subscriber.status == SubscriberStatus.ACTIVE)
+    ).all()
+    zones: dict[int, str | None] = {}
+    before: dict[tuple[int, str], Any] = {}
+    for sid, zone, enrollment_id, slug, status, entry in rows:
+        zones[sid] = zone
+        if enrollment_id is not None:
+            before[(sid, slug)] = (enrollment_id, status, entry)
+    due_in: dict[tuple[str, str | None], datetime] = {}
 
-    def due(zone: str | None) -> datetime:
-        if zone not in due_in:
-            due_in[zone] = first_lesson_due(sequence, now, zone, fallback_tz)
-        return due_in[zone]
+    def due(sequence: Sequence, zone: str | None) -> datetime:
+        key = (sequence.slug, zone)
+        if key not in due_in:
+            due_in[key] = first_lesson_due(sequence, now, zone, fallback_tz)
+        return due_in[key]
 
-    fresh = [
-        {
-            "subscriber_id": sid,
-            "sequence": sequence.slug,
-            "position": 0,
-            "entry": 1,
-            "trigger": trigger[:100],
-            "status": EnrollmentStatus.ACTIVE,
-            "next_send_at": due(zone),
-            "enrolled_at": now,
-        }
-        for sid, zone in zones.items()
-        if sid not in before
-    ]
-    again = [
-        {
-            "id": row.id,
-            "position": 0,
-            "entry": row.entry + 1,
-            "trigger": trigger[:100],
-            "status": EnrollmentStatus.ACTIVE,
-            "stop_reason": None,
-            "completed_at": None,
-            "next_send_at": due(zones[sid]),
-            "enrolled_at": now,
-        }
-        for sid, row in before.items()
-        if sequence.reentry and row.status != EnrollmentStatus.ACTIVE
-    ]
+    fresh: list[NewEnrollment] = []
+    again: list[dict[str, object]] = []
+    started = dict.fromkeys(by_slug, 0)
+    label = trigger[:100]
+    for sequence in sequences:
+        for sid, zone in zones.items():
+            found = before.get((sid, sequence.slug))
+            if found is None:
+                fresh.append((sid, sequence.slug, label, due(sequence, zone), now))
+            elif sequence.reentry and found[1] != EnrollmentStatus.ACTIVE:
+                again.append(_reentry(found[0], found[2] + 1, due(sequence, zone), now, label))
+            else:
+                continue
+            started[sequence.slug] += 1
     if fresh:
-        # Ignoring conflicts: a concurrent event may have started the same enrollment.
-        session.execute(
-            store_for(session).insert_ignore(Enrollment, ["subscriber_id", "sequence"]), fresh
-        )
+        store_for(session).start_enrollments(session, fresh)
     if again:
         session.execute(update(Enrollment).execution_options(synchronize_session=False), again)
-    return len(fresh) + len(again)
+    return started
 
 
-def _stop(session: Session, ids: list[int], slug: str, reason: str) -> int:
-    """Stop the active enrollments of ``ids`` in ``slug``; returns how many."""
+def _reentry(
+    enrollment_id: int, entry: int, due: datetime, now: datetime, trigger: str
+) -> dict[str, object]:
+    """The same enrollment row, started over: its ``entry`` counts the times through."""
+    return {
+        "id": enrollment_id,
+        "position": 0,
+        "entry": entry,
+        "trigger": trigger[:100],
+        "status": EnrollmentStatus.ACTIVE,
+        "stop_reason": None,
+        "completed_at": None,
+        "next_send_at": due,
+        "enrolled_at": now,
+    }
+
+
+def _stop(session: Session, ids: list[int], slugs: tuple[str, ...], reason: str) -> dict[str, int]:
+    """Stop the active enrollments of ``ids`` in ``slugs``; how many per slug."""
     stopped = session.scalars(
         update(Enrollment)
         .where(
-            Enrollment.sequence == slug,
+            Enrollment.sequence.in_(sorted(slugs)),
             one_of(Enrollment.subscriber_id, ids, session),
             Enrollment.status == EnrollmentStatus.ACTIVE,
         )
         .values(status=EnrollmentStatus.STOPPED, stop_reason=reason[:64], next_send_at=None)
-        .returning(Enrollment.id)
+        .returning(Enrollment.sequence)
         .execution_options(synchronize_session=False)
     ).all()
-    return len(stopped)
+    counts = dict.fromkeys(slugs, 0)
+    for slug in stopped:
+        counts[slug] += 1
+    return counts

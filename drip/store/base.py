@@ -31,6 +31,8 @@ ENGAGEMENT_FIRSTS = tuple(
 
 # (subscriber id, sequence slug, position): a lesson delivery the tick writes.
 LessonDelivery = tuple[int, str, int, int]
+# (subscriber id, sequence slug, trigger label, first due time, enrolled at): a new enrollment.
+NewEnrollment = tuple[int, str, str, datetime, datetime]
 # (enrollment id, its new position, its next send time; None: the claim completed it).
 Advance = tuple[int, int, datetime | None]
 
@@ -69,6 +71,15 @@ class Store(Protocol):
 
         The caller adds ``.values(...)`` and ``.returning(...)`` or executes it with a list of
         rows; with RETURNING, only the rows inserted now come back.
+        """
+        ...
+
+    def start_enrollments(self, session: Session, rows: Sequence[NewEnrollment]) -> None:
+        """Insert active enrollments at position 0, entry 1, skipping any (subscriber, sequence)
+        that exists already (a concurrent event may have started it). ``rows`` is not empty.
+
+        One cached statement whatever the number of rows: the ORM's bulk insert with ON CONFLICT
+        compiles afresh on every call, which is most of a single trigger event's cost.
         """
         ...
 

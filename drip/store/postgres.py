@@ -42,6 +42,7 @@ from drip.store.base import (
     Advance,
     EngagementFirst,
     LessonDelivery,
+    NewEnrollment,
 )
 
 # The tick. A row that exists already is queued again only if it was skipped or failed.
@@ -61,6 +62,20 @@ _INSERT_LESSON_DELIVERIES = text(
         queued_at = :now
     WHERE deliveries.status IN ('skipped', 'failed')
     RETURNING id
+    """
+)
+
+_START_ENROLLMENTS = text(
+    """
+    INSERT INTO enrollments (subscriber_id, sequence, trigger, next_send_at, enrolled_at,
+                             position, entry, status)
+    SELECT v.subscriber_id, v.sequence, v.trigger, v.next_send_at, v.enrolled_at, 0, 1, 'active'
+    FROM unnest(
+        CAST(:subscriber_id AS bigint[]), CAST(:sequence AS varchar[]),
+        CAST(:trigger AS varchar[]), CAST(:next_send_at AS timestamptz[]),
+        CAST(:enrolled_at AS timestamptz[])
+    ) AS v(subscriber_id, sequence, trigger, next_send_at, enrolled_at)
+    ON CONFLICT (subscriber_id, sequence) DO NOTHING
     """
 )
 
@@ -220,6 +235,17 @@ class PostgresStore:
 
     def insert_ignore(self, table: type[Base], conflict_columns: Sequence[str]) -> Insert:
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+
+    def start_enrollments(self, session: Session, rows: Sequence[NewEnrollment]) -> None:
+        subscriber_ids, slugs, triggers, dues, enrolled = zip(*rows, strict=True)
+        params = {
+            "subscriber_id": int_array(subscriber_ids),
+            "sequence": text_array(slugs),
+            "trigger": text_array(triggers),
+            "next_send_at": timestamp_array(dues),
+            "enrolled_at": timestamp_array(enrolled),
+        }
+        session.execute(_START_ENROLLMENTS, params)
 
     def insert_lesson_deliveries(
         self, session: Session, deliveries: Sequence[LessonDelivery], now: datetime

@@ -35,9 +35,12 @@ from drip.store.base import (
     Advance,
     EngagementFirst,
     LessonDelivery,
+    NewEnrollment,
 )
 
 _CHUNK = 1000  # rows per VALUES list: far below SQLite's bound-parameter limit
+# A plain INSERT with a prefix is cached by SQLAlchemy; one with ON CONFLICT is not.
+_START_ENROLLMENTS = cast(Table, Enrollment.__table__).insert().prefix_with("OR IGNORE")
 
 
 class SqliteStore:
@@ -50,6 +53,22 @@ class SqliteStore:
 
     def insert_ignore(self, table: type[Base], conflict_columns: Sequence[str]) -> Insert:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+
+    def start_enrollments(self, session: Session, rows: Sequence[NewEnrollment]) -> None:
+        values = [
+            {
+                "subscriber_id": subscriber_id,
+                "sequence": slug,
+                "trigger": trigger,
+                "next_send_at": due,
+                "enrolled_at": enrolled_at,
+                "position": 0,
+                "entry": 1,
+                "status": EnrollmentStatus.ACTIVE,
+            }
+            for subscriber_id, slug, trigger, due, enrolled_at in rows
+        ]
+        session.connection().execute(_START_ENROLLMENTS, values)
 
     def insert_lesson_deliveries(
         self, session: Session, deliveries: Sequence[LessonDelivery], now: datetime
