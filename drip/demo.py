@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from drip.clock import FrozenClock
-from drip.content.loading import load_library
+from drip.content.loading import load_content
 from drip.db import make_engine
 from drip.engine.claim import tick
 from drip.engine.dispatch import send_deliveries
@@ -71,7 +71,7 @@ def run_demo(
     order is stable) and is enrolled at once, as a confirmed signup would be.
     """
     # Check the content before deleting anything: a broken lesson must not cost the last demo.
-    load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
+    load_content(settings)
     database.unlink(missing_ok=True)
     for suffix in ("-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from drip.broadcasts.message import BroadcastSource
 from drip.clock import Clock, system_clock
-from drip.content.forms import BUILTIN_DEFAULT, Form, check_forms, sequence_slugs
-from drip.content.loading import load_library
+from drip.content.forms import BUILTIN_DEFAULT, Form
+from drip.content.loading import load_content
 from drip.content.render import Renderer
 from drip.content.types import DEFAULT_FORM, Sequence
 from drip.db import engine_for, session_factory
@@ -26,7 +26,7 @@ from drip.engine.automations import Automations
 from drip.engine.kinds import Sources
 from drip.engine.lessons import LessonSource
 from drip.engine.throttle import Throttle, throttle_for
-from drip.errors import ContentError, SettingsError
+from drip.errors import SettingsError
 from drip.esp import make_backend
 from drip.esp.base import EmailBackend
 from drip.outgoing import bind_endpoints, load_endpoints
@@ -105,7 +105,7 @@ class Runtime:
         throttle: Throttle | None = None,
     ) -> Runtime:
         """Load the content (raising ContentError if broken) and wire the parts together."""
-        forms, library = _load_content(settings)
+        forms, library = load_content(settings)
         if settings.course_sequence not in library:
             known = ", ".join(sorted(library)) or "none"
             raise SettingsError(
@@ -139,24 +139,3 @@ class Runtime:
 
     def course(self) -> Sequence:
         return self.library[self.settings.course_sequence]
-
-
-def _load_content(settings: Settings) -> tuple[dict[str, Form], dict[str, Sequence]]:
-    """The forms and the sequences, or :class:`ContentError` with the problems of both: the
-    library is checked knowing every form that exists (``form`` triggers), and the forms knowing
-    every sequence folder (``sequence``)."""
-    checked = check_forms(
-        settings.forms_folder,
-        sequences=sequence_slugs(settings.content_dir),
-        runners_lab_url=settings.runners_lab_url,
-        required=settings.forms_dir is not None,
-    )
-    try:
-        library = load_library(
-            settings.content_dir, runners_lab_url=settings.runners_lab_url, forms=checked.slugs
-        )
-    except ContentError as err:
-        raise ContentError([*checked.problems, *err.problems]) from None
-    if checked.problems:
-        raise ContentError(checked.problems)
-    return checked.forms, library

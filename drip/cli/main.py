@@ -15,7 +15,7 @@ from drip.cli.support import runtime_or_exit as _runtime_or_exit
 from drip.cli.support import settings_or_exit as _settings
 from drip.content.checks import check_library
 from drip.content.forms import check_forms, sequence_slugs
-from drip.content.loading import load_library
+from drip.content.loading import load_content, load_library
 from drip.errors import ContentError
 from drip.settings import Settings, packaged_dir
 
@@ -206,7 +206,7 @@ def _ready_to_run() -> None:
 
 def _library(settings: Settings) -> dict[str, Sequence]:
     try:
-        return load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
+        return load_content(settings)[1]
     except ContentError as err:
         _content_failure(err)
 

@@ -155,16 +155,17 @@ def stats(as_json_: bool, rebuild: bool) -> None:
     triggers, and how sending is doing."""
     from drip import engagement
     from drip.clock import system_clock
-    from drip.content.loading import load_library
+    from drip.content.loading import load_content
     from drip.db import make_engine, session_factory
     from drip.reports.stats import as_json, collect
+    from drip.runtime import automations_for
     from drip.settings import get_settings
 
     # Only what the figures need (settings, database, sequences), not a whole Runtime: the
     # renderer and the email backend would double the start-up time of the command.
     try:
         settings = get_settings()
-        library = load_library(settings.content_dir, runners_lab_url=settings.runners_lab_url)
+        forms, library = load_content(settings)
     except SettingsError as err:
         click.echo(f"drip: {err}", err=True)
         sys.exit(2)
@@ -184,6 +185,7 @@ def stats(as_json_: bool, rebuild: bool) -> None:
             settings.course_sequence,
             system_clock(),
             unknown_settle_minutes=settings.unknown_settle_minutes,
+            automations=automations_for(library, settings.course_sequence, forms),
         )
     engine.dispose()
     if as_json_:

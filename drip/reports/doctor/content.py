@@ -3,7 +3,7 @@ confirmed subscriber enters (``DRIP_COURSE_SEQUENCE``) is among them."""
 
 from __future__ import annotations
 
-from drip.content.checks import survey_library
+from drip.content.loading import survey_content
 from drip.reports.doctor.findings import Finding, fail, ok
 from drip.reports.doctor.runner import Context
 
@@ -11,7 +11,7 @@ from drip.reports.doctor.runner import Context
 def check_content(context: Context) -> Finding:
     settings = context.settings
     folder = settings.content_dir
-    survey = survey_library(folder, runners_lab_url=settings.runners_lab_url)
+    survey = survey_content(settings)
     if survey.problems:
         problems = [str(problem) for problem in survey.problems]
         return fail(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from drip.content.checks import check_library
+from drip.content.loading import survey_content
 from drip.content.preview import SampleEmail, sample_email
 from drip.content.render import Renderer
 from drip.content.types import Lesson, Sequence
@@ -55,7 +55,7 @@ def _preview_renderer(request: Request) -> Renderer:
 def _problems(rt: Runtime) -> dict[str, list[Problem]]:
     found: dict[str, list[Problem]] = defaultdict(list)
     settings = rt.settings
-    for problem in check_library(settings.content_dir, runners_lab_url=settings.runners_lab_url):
+    for problem in survey_content(settings).problems:
         found[problem.path].append(problem)
     return found
 
