@@ -38,7 +38,7 @@ from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from drip.content.checks import check_body
 from drip.content.layout import is_sequence_folder, read_text
-from drip.content.sequence_toml import _parse_toml, _toml_key_line
+from drip.content.sequence_toml import parse_toml, toml_key_line
 from drip.content.triggers import TAG_RE
 from drip.content.types import (
     DEFAULT_FORM,
@@ -226,7 +226,7 @@ class _File:
     problems: list[Problem]
 
     def line(self, key: str) -> int:
-        return _toml_key_line(self.text, key)
+        return toml_key_line(self.text, key)
 
     def at(self, key: str, message: str, offset: int = 0) -> None:
         self.problems.append(Problem(str(self.path), self.line(key) + offset, message))
@@ -238,7 +238,7 @@ def _check_file(
     text = read_text(path, problems)
     if text is None:
         return None
-    data = _parse_toml(str(path), text, problems)
+    data = parse_toml(str(path), text, problems)
     if data is None:
         return None
     file = _File(path, text, data, [])

@@ -21,7 +21,7 @@ from drip.content.values import int_range, is_int
 from drip.errors import Problem
 from drip.schedule import SendWindow, parse_send_days
 
-__all__ = ["SequenceMeta", "check_sequence_file"]
+__all__ = ["SequenceMeta", "check_sequence_file", "parse_toml", "toml_key_line"]
 
 _SEQUENCE_KEYS = (
     "slug",
@@ -68,7 +68,7 @@ class SequenceMeta:
     exits: tuple[Rule, ...] = ()
 
 
-def _toml_key_line(text: str, key: str) -> int:
+def toml_key_line(text: str, key: str) -> int:
     """Line of top-level ``key = ...`` in TOML ``text``; 1 if not found (tomllib has no marks)."""
     name = re.escape(key)
     assignment = re.compile(rf"""\s*(?:{name}|"{name}"|'{name}')\s*[=.]""")
@@ -93,7 +93,7 @@ class _Report:
     problems: list[Problem]
 
     def at_key(self, key: str, message: str) -> None:
-        self.problems.append(Problem(self.where, _toml_key_line(self.text, key), message))
+        self.problems.append(Problem(self.where, toml_key_line(self.text, key), message))
 
     def at_top(self, message: str) -> None:
         # A missing key has no line of its own.
@@ -110,7 +110,7 @@ def check_sequence_file(directory: Path, folder: str, problems: list[Problem]) -
     text = read_text(path, problems)
     if text is None:
         return info
-    data = _parse_toml(str(path), text, problems)
+    data = parse_toml(str(path), text, problems)
     if data is None:
         return info
     report = _Report(str(path), text, problems)
@@ -127,7 +127,7 @@ def check_sequence_file(directory: Path, folder: str, problems: list[Problem]) -
     return info
 
 
-def _parse_toml(where: str, text: str, problems: list[Problem]) -> dict[str, Any] | None:
+def parse_toml(where: str, text: str, problems: list[Problem]) -> dict[str, Any] | None:
     """The TOML document, or ``None`` after adding one problem placed where tomllib failed."""
     try:
         return tomllib.loads(text)
@@ -217,7 +217,7 @@ def _check_on_complete(data: Mapping[str, Any], report: _Report, info: SequenceM
     if "on_complete" not in data:
         return
     target = data["on_complete"]
-    info.on_complete_line = _toml_key_line(report.text, "on_complete")
+    info.on_complete_line = toml_key_line(report.text, "on_complete")
     if not isinstance(target, str) or not _SLUG_RE.fullmatch(target):
         report.at_key("on_complete", f"on_complete must be a sequence slug, not {target!r}")
     else:
