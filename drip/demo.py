@@ -19,16 +19,18 @@ from sqlalchemy import func, select
 
 from drip.clock import FrozenClock
 from drip.content.loading import load_content
+from drip.content.types import DEFAULT_FORM
 from drip.db import make_engine
+from drip.engine.automations import handle
 from drip.engine.claim import tick
 from drip.engine.dispatch import send_deliveries
-from drip.engine.enrollments import enroll
 from drip.esp.outbox import OutboxBackend, write_index
 from drip.migrate import upgrade
 from drip.models import Consent, Delivery, Enrollment, Subscriber, SubscriberStatus
 from drip.runtime import Runtime
 from drip.schedule import local_to_utc, resolve_zone
 from drip.settings import Settings
+from drip.subscribers.tags import add_tags
 
 DEFAULT_ZONES = (
     "America/New_York",
@@ -40,6 +42,9 @@ DEFAULT_ZONES = (
 NAMES = ("Ana", "Ben", "Chloe", "Dev", "Emi", "Femi", "Gus", "Hana", "Ivo", "Jun")
 SIGNUP_HOUR = 18  # local time of the demo sign-ups
 CONSENT_TEXT = "Send me the free Glute Accelerator Crash Course and occasional emails."
+# One more subscriber, in the first zone, signs up through the lead magnet's form: its tag starts
+# the Mid-Stance Checklist (a tag-started sequence) and nothing else.
+LEAD_MAGNET_FORM = "mid-stance"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class DemoRow:
     emails: int
     first_local: str
     last_local: str
+    form: str = DEFAULT_FORM
 
 
 def _minute_ceiling(moment: datetime) -> datetime:
@@ -67,8 +73,10 @@ def run_demo(
 ) -> list[DemoRow]:
     """Simulate ``days`` days from ``start`` (00:00 UTC); return one summary row per subscriber.
 
-    Each subscriber signs up at 18:30 local time on ``start`` (a minute apart, so the outbox
-    order is stable) and is enrolled at once, as a confirmed signup would be.
+    One subscriber per zone signs up through the default form at 18:30 local time on ``start``
+    (a minute apart, so the outbox order is stable), and one more in the first zone through the
+    lead magnet's form (``mid-stance``, when the forms folder has it); each is confirmed at once,
+    so the form's sequences and its tags' sequences start as a confirmed signup's would.
     """
     # Check the content before deleting anything: a broken lesson must not cost the last demo.
     load_content(settings)
@@ -81,41 +89,21 @@ def run_demo(
     outbox.mkdir(parents=True)
 
     # Everyone signs up on the evening of the first day, in their own zone.
-    signups = [
-        local_to_utc(start, SIGNUP_HOUR, 30 + i, resolve_zone(z, "UTC"))
-        for i, z in enumerate(zones)
-    ]
-    clock = FrozenClock(min(signups))
+    people = [(zone, DEFAULT_FORM) for zone in zones]
     engine = make_engine(f"sqlite:///{database}")
     upgrade(engine)
+    clock = FrozenClock(datetime.combine(start, datetime.min.time(), tzinfo=UTC))
     backend = OutboxBackend(outbox, clock=clock)
     rt = Runtime.build(settings, engine=engine, backend=backend, clock=clock)
-    course = rt.course()
-    with rt.transaction() as session:
-        for i, zone in enumerate(zones):
-            clock.set(signups[i])
-            name = NAMES[i % len(NAMES)]
-            sub = Subscriber(
-                email=f"{name.lower()}{i + 1}@example.com",
-                first_name=name,
-                time_zone=zone,
-                status=SubscriberStatus.ACTIVE,
-                source="demo",
-                created_at=clock(),
-                confirmed_at=clock(),
-            )
-            session.add(sub)
-            session.flush()
-            session.add(
-                Consent(
-                    subscriber_id=sub.id,
-                    action="signup",
-                    source="demo",
-                    text=CONSENT_TEXT,
-                    created_at=clock(),
-                )
-            )
-            enroll(session, sub, course, clock(), settings.default_timezone)
+    if LEAD_MAGNET_FORM in rt.forms and zones:
+        people.append((zones[0], LEAD_MAGNET_FORM))
+    signups = [
+        local_to_utc(start, SIGNUP_HOUR, 30 + i, resolve_zone(zone, "UTC"))
+        for i, (zone, _) in enumerate(people)
+    ]
+    for i, (zone, form) in enumerate(people):
+        clock.set(signups[i])
+        _sign_up(rt, i, zone, form)
 
     clock.set(min(signups))
     end = datetime.combine(start, datetime.min.time(), tzinfo=UTC) + timedelta(days=days)
@@ -133,6 +121,39 @@ def run_demo(
     return _summary(rt, outbox)
 
 
+def _sign_up(rt: Runtime, index: int, zone: str, form_slug: str) -> None:
+    """A confirmed signup through ``form_slug`` at the clock's time: the form's tags, then the
+    form's event (drip.engine.automations), as confirming the address would do."""
+    now = rt.clock()
+    name = NAMES[index % len(NAMES)]
+    form = rt.forms[form_slug]
+    with rt.transaction() as session:
+        sub = Subscriber(
+            email=f"{name.lower()}{index + 1}@example.com",
+            first_name=name,
+            time_zone=zone,
+            status=SubscriberStatus.ACTIVE,
+            source="demo",
+            form=None if form_slug == DEFAULT_FORM else form_slug,
+            created_at=now,
+            confirmed_at=now,
+        )
+        session.add(sub)
+        session.flush()
+        session.add(
+            Consent(
+                subscriber_id=sub.id,
+                action="signup",
+                source="demo",
+                text=CONSENT_TEXT,
+                created_at=now,
+            )
+        )
+        if form.tags:
+            add_tags(rt, session, [sub.id], form.tags, now)
+        handle(rt, session, "form", form_slug, [sub.id], now)
+
+
 def _summary(rt: Runtime, outbox: Path) -> list[DemoRow]:
     import json
 
@@ -141,7 +162,7 @@ def _summary(rt: Runtime, outbox: Path) -> list[DemoRow]:
     rows = []
     with rt.sessions() as session:
         subs = session.execute(
-            select(Subscriber.email, Subscriber.time_zone).order_by(Subscriber.id)
+            select(Subscriber.email, Subscriber.time_zone, Subscriber.form).order_by(Subscriber.id)
         )
         counts: dict[str | None, int] = dict(
             session.execute(
@@ -153,7 +174,7 @@ def _summary(rt: Runtime, outbox: Path) -> list[DemoRow]:
             .tuples()
             .all()
         )
-        for email, zone in subs:
+        for email, zone, form in subs:
             mine = [e for e in entries if e["to"] == email]
             rows.append(
                 DemoRow(
@@ -162,6 +183,7 @@ def _summary(rt: Runtime, outbox: Path) -> list[DemoRow]:
                     emails=int(counts.get(email, 0)),
                     first_local=mine[0]["sent_at_local"] if mine else "-",
                     last_local=mine[-1]["sent_at_local"] if mine else "-",
+                    form=form or DEFAULT_FORM,
                 )
             )
     return rows

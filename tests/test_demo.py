@@ -1,7 +1,9 @@
 """``drip demo``: the real scheduler over simulated days into the file outbox.
 
 One run (12 days from 2026-03-05, three zones) is shared by the module: it covers the US
-daylight-saving change of 2026-03-08 for the New York subscriber.
+daylight-saving change of 2026-03-08 for the New York subscriber. One subscriber per zone signs up
+through the default form (the course, then the upsell); one more, in the first zone, through the
+lead magnet's form, whose tag starts the Mid-Stance Checklist.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ DAYS = 12
 ZONES = ["America/New_York", "Europe/Berlin", "Australia/Sydney"]
 COURSE = [f"glute-accelerator/{n}" for n in range(1, 8)]
 UPSELL = [f"runners-lab-upsell/{n}" for n in (1, 2, 3)]
+CHECKLIST = [f"mid-stance-checklist/{n}" for n in (1, 2)]
 MANIFEST_FIELDS = {"to", "message_key", "sent_at_utc", "sent_at_local", "time_zone", "file"}
 
 
@@ -74,27 +77,31 @@ def _parse_eml(path: Path) -> EmailMessage:
 # --------------------------------------------------------------------------- outputs
 
 
-def test_one_row_per_subscriber_each_with_ten_emails(demo: Demo) -> None:
-    assert [row.zone for row in demo.rows] == ZONES
-    assert [row.emails for row in demo.rows] == [10, 10, 10]
-    assert len({row.email for row in demo.rows}) == 3
+def test_one_row_per_subscriber_each_with_ten_emails_and_two_for_the_lead_magnet(
+    demo: Demo,
+) -> None:
+    assert [row.zone for row in demo.rows] == [*ZONES, ZONES[0]]
+    assert [row.form for row in demo.rows] == ["default"] * 3 + ["mid-stance"]
+    assert [row.emails for row in demo.rows] == [10, 10, 10, 2]
+    assert len({row.email for row in demo.rows}) == 4
 
 
-def test_every_subscriber_gets_the_seven_lessons_then_the_three_upsell_emails(
+def test_the_default_form_gets_the_course_then_the_upsell_the_lead_magnet_form_its_checklist(
     demo: Demo,
 ) -> None:
     received = demo.by_recipient()
 
     assert set(received) == {row.email for row in demo.rows}
-    for address, entries in received.items():
-        assert [e["message_key"] for e in entries] == COURSE + UPSELL, address
+    for row in demo.rows:
+        expected = COURSE + UPSELL if row.form == "default" else CHECKLIST
+        assert [e["message_key"] for e in received[row.email]] == expected, row
 
 
 def test_one_eml_per_manifest_line_and_nothing_else(demo: Demo) -> None:
     files = [e["file"] for e in demo.entries]
     emls = sorted(p.name for p in demo.outbox.glob("*.eml"))
 
-    assert len(demo.lines) == 30
+    assert len(demo.lines) == 32
     assert len(set(files)) == len(files)
     assert sorted(files) == emls
     assert {p.name for p in demo.outbox.iterdir()} == set(emls) | {"manifest.jsonl", "index.html"}
@@ -142,7 +149,7 @@ def test_each_subscriber_has_a_distinct_unsubscribe_link(demo: Demo) -> None:
         links[entry["to"]].add(str(_parse_eml(demo.outbox / entry["file"])["List-Unsubscribe"]))
 
     assert all(len(found) == 1 for found in links.values())
-    assert len({next(iter(found)) for found in links.values()}) == 3
+    assert len({next(iter(found)) for found in links.values()}) == 4
 
 
 # --------------------------------------------------------------------------- timing
@@ -193,7 +200,7 @@ def test_never_two_emails_on_one_local_day_per_sequence(demo: Demo) -> None:
 def test_lessons_come_on_consecutive_local_days(demo: Demo) -> None:
     for entries in demo.by_recipient().values():
         days = [_local(e).date() for e in entries]
-        assert days == [START + timedelta(days=i) for i in range(10)]
+        assert days == [START + timedelta(days=i) for i in range(len(entries))]
 
 
 def test_summary_rows_match_the_manifest(demo: Demo) -> None:
@@ -213,8 +220,8 @@ def test_a_rerun_starts_from_a_fresh_outbox_and_database(tmp_path: Path) -> None
     rows = run_demo(settings, start=START, days=2, zones=ZONES[:1], database=database)
 
     again = (settings.outbox_dir / "manifest.jsonl").read_text(encoding="utf-8")
-    assert rows[0].emails == 2
-    assert len(again.splitlines()) == 2
+    assert [row.emails for row in rows] == [2, 2]  # the course's first two, the checklist
+    assert len(again.splitlines()) == 4
     assert [json.loads(x)["file"] for x in again.splitlines()] == [
         json.loads(x)["file"] for x in first.splitlines()
     ]
@@ -248,8 +255,13 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "Simulated 12 days from 2026-03-05 (UTC)." in out
-    assert re.search(r"subscriber\s+time zone\s+emails\s+first \(local\)\s+last \(local\)", out)
-    row = re.search(r"^(\S+@example\.com)\s+America/New_York\s+10\s+(\S+)\s+(\S+)$", out, re.M)
+    assert re.search(
+        r"subscriber\s+time zone\s+form\s+emails\s+first \(local\)\s+last \(local\)", out
+    )
+    row = re.search(
+        r"^(\S+@example\.com)\s+America/New_York\s+default\s+10\s+(\S+)\s+(\S+)$", out, re.M
+    )
+    assert re.search(r"^\S+@example\.com\s+America/New_York\s+mid-stance\s+2\s", out, re.M)
     assert row, out
     assert row[2] == "2026-03-05T18:30:00-05:00"
     assert row[3] == "2026-03-14T07:00:00-04:00"
@@ -260,8 +272,10 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
         ("Database:", str(tmp_path / "demo.sqlite3")),
     ]:
         assert re.search(rf"^{label}\s+{re.escape(path)}$", out, re.M), (label, out)
-    assert len(list(outbox.glob("*.eml"))) == 10
+    assert len(list(outbox.glob("*.eml"))) == 12
     assert (outbox / "index.html").is_file()
     assert (tmp_path / "demo.sqlite3").is_file()
     lines = (outbox / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["message_key"] for line in lines] == COURSE + UPSELL
+    keys = [json.loads(line)["message_key"] for line in lines]
+    assert [k for k in keys if not k.startswith("mid-stance")] == COURSE + UPSELL
+    assert [k for k in keys if k.startswith("mid-stance")] == CHECKLIST

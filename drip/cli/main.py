@@ -140,7 +140,8 @@ def lessons_preview(out: Path) -> None:
     help="Time zone of a demo subscriber (repeatable; default: five zones).",
 )
 def demo(start: datetime | None, days: int, zones: tuple[str, ...]) -> None:
-    """Deliver the course to demo subscribers over simulated days, into the file outbox."""
+    """Deliver the course to demo subscribers over simulated days, into the file outbox (one per
+    zone through the default form, one more through the lead magnet's form)."""
     from drip.demo import DEFAULT_ZONES, run_demo
     from drip.schedule import is_valid_zone
 
@@ -164,14 +165,15 @@ def demo(start: datetime | None, days: int, zones: tuple[str, ...]) -> None:
         _content_failure(err)
     click.echo(f"Simulated {days} days from {first_day.isoformat()} (UTC).\n")
     header = (
-        f"{'subscriber':<24} {'time zone':<22} {'emails':>6}  {'first (local)':<26} last (local)"
+        f"{'subscriber':<24} {'time zone':<22} {'form':<11} {'emails':>6}  "
+        f"{'first (local)':<26} last (local)"
     )
     click.echo(header)
     click.echo("-" * len(header))
     for row in rows:
         click.echo(
-            f"{row.email:<24} {row.zone:<22} {row.emails:>6}  {row.first_local:<26} "
-            f"{row.last_local}"
+            f"{row.email:<24} {row.zone:<22} {row.form:<11} {row.emails:>6}  "
+            f"{row.first_local:<26} {row.last_local}"
         )
     outbox = _relative(settings.outbox_dir)
     click.echo(
