@@ -51,6 +51,7 @@ class Mention:
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SPAN = re.compile(r"`([^`\n]+)`")
+_SHELL_LANGUAGES = frozenset({"", "sh", "bash", "shell", "console", "text"})
 _DRIP = re.compile(r"(?<![^\s/])drip[ \t]+")  # at the start, after a space or a path's "/"
 _SHELL_COMMENT = re.compile(r"(^|\s)#.*$")
 _SHELL_SEPARATOR = re.compile(r"\s(?:&&|\|\||;|\|)\s")
@@ -66,9 +67,14 @@ def drip_mentions(markdown: str) -> list[Mention]:
     """
     found: list[Mention] = []
     in_block = False
+    code = False  # a block in a programming language: ``from drip import x`` is no command
     for number, line in enumerate(markdown.splitlines(), start=1):
         if _FENCE.match(line):
             in_block = not in_block
+            language = line.strip().lstrip("`~").strip().lower()
+            code = in_block and language not in _SHELL_LANGUAGES
+            continue
+        if code:
             continue
         if in_block:
             pieces = _SHELL_SEPARATOR.split(_SHELL_COMMENT.sub("", line))
