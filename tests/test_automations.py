@@ -37,7 +37,12 @@ def lesson(position: int, subject: str = "A perfectly ordinary subject") -> str:
 
 
 def sequence(
-    root: Path, slug: str, *lines: str, lessons: int = 2, first: str = "next_send_hour"
+    root: Path,
+    slug: str,
+    *lines: str,
+    lessons: int = 2,
+    first: str = "next_send_hour",
+    hour: int = 7,
 ) -> None:
     folder = root / slug
     folder.mkdir(parents=True)
@@ -45,7 +50,7 @@ def sequence(
         f'slug = "{slug}"',
         f'name = "The {slug} sequence"',
         'kind = "course"',
-        "send_hour = 7",
+        f"send_hour = {hour}",
         f'first_lesson = "{first}"',
     ]
     (folder / "sequence.toml").write_text("\n".join([*head, *lines]) + "\n")
@@ -454,3 +459,30 @@ def test_completing_a_sequence_is_an_outgoing_webhook_event(
     assert [(b["type"], b["data"]["sequence"], b["data"]["subscriber_id"]) for b in bodies] == [
         (outgoing.SEQUENCE_COMPLETED, "course", sid)
     ]
+
+
+def test_the_day_is_the_subscribers_local_day_not_utcs(
+    tmp_path: Path, engine: Engine, clock: FrozenClock
+) -> None:
+    """Tokyo (UTC+9): a late lesson at 23:00 and a morning one at 07:00 the next local day are
+    two days; a second late one that evening is a second email that day and waits."""
+    from drip.engine.automations import start
+
+    root = tmp_path / "content"
+    sequence(root, "course", "priority = 1", lessons=2, hour=23)
+    sequence(root, "morning", "priority = 0", lessons=1, hour=7)
+    rt = runtime(root, tmp_path, engine, clock)
+    zone = "Asia/Tokyo"
+    sid = add_subscriber(rt, "a@example.com", zone=zone, enroll_now=False)
+    with rt.transaction() as session:
+        start(session, [sid], rt.library["course"], clock(), zone, "manual")
+        start(session, [sid], rt.library["morning"], clock(), zone, "manual")
+    run_days(rt, clock, 4)
+    backend = rt.backend
+    assert isinstance(backend, MemoryBackend)
+    sent = [
+        (m.message.message_key, m.sent_at.astimezone(ZoneInfo(zone)).strftime("%d %H:%M"))
+        for m in backend.outbox
+    ]
+    # START is 2 March 00:00 UTC, 09:00 in Tokyo: the morning lesson waits for the 3rd.
+    assert sent == [("course/1", "02 23:00"), ("morning/1", "03 07:00"), ("course/2", "04 23:00")]

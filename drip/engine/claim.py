@@ -19,8 +19,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, or_, select, update
 from sqlalchemy.orm import Session
@@ -40,9 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Enqueue = Callable[[list[int]], None]
-# A local day spans at most 26 hours of UTC (zones run from UTC-12 to UTC+14); reaching back
-# two days finds every send of the current local day, whatever the zone.
-_LOCAL_DAY_REACH = timedelta(hours=50)
 
 
 @dataclass
@@ -126,6 +125,9 @@ def claim_due(rt: Runtime, session: Session, now: datetime, limit: int) -> Claim
     # drip.engine.outcomes.step_back): the store queues that same row again, so the unique
     # (subscriber, message key) pair still holds.
     store = store_for(session)
+    # Ids in message order: a send task of consecutive ids then holds one or two messages
+    # (one provider request each) instead of one per sequence in the chunk.
+    deliveries.sort(key=lambda d: (d[1], d[2], d[3]))
     ids = store.insert_lesson_deliveries(session, deliveries, now) if deliveries else []
     if advanced:
         store.advance_enrollments(session, advanced, now)
@@ -193,21 +195,33 @@ def one_a_day(
 
 def _sent_today(session: Session, rows: list[Row[Any]], now: datetime, fallback: str) -> set[int]:
     """The subscribers of ``rows`` who got a sequence email this local day from an enrollment
-    that is not due now (the due ones are being claimed: their last send was another day)."""
+    that is not due now (the due ones are being claimed: their last send was another day).
+
+    Each zone's local date is worked out once, and the query reads only sends since the
+    earliest local midnight of the chunk's zones (less an hour, for a DST change), so
+    yesterday's sends, one per subscriber in a running course, are not read at all."""
     zones = {row.subscriber_id: row.time_zone for row in rows}
+    today: dict[str | None, tuple[date, ZoneInfo]] = {}
+    earliest = now
+    for name in set(zones.values()):
+        zone = resolve_zone(name, fallback)
+        local = now.astimezone(zone)
+        today[name] = (local.date(), zone)
+        midnight = datetime.combine(local.date(), dtime(0), zone).astimezone(UTC)
+        earliest = min(earliest, midnight - timedelta(hours=1))  # an hour's margin for DST
     recent = session.execute(
         select(Enrollment.subscriber_id, Enrollment.last_sent_at).where(
             one_of(Enrollment.subscriber_id, sorted(zones), session),
-            Enrollment.last_sent_at >= now - _LOCAL_DAY_REACH,
+            Enrollment.last_sent_at >= earliest,
             or_(Enrollment.next_send_at.is_(None), Enrollment.next_send_at > now),
         )
     ).all()
-    today: set[int] = set()
+    sent: set[int] = set()
     for subscriber_id, last_sent_at in recent:
-        zone = resolve_zone(zones[subscriber_id], fallback)
-        if last_sent_at.astimezone(zone).date() == now.astimezone(zone).date():
-            today.add(subscriber_id)
-    return today
+        day, zone = today[zones[subscriber_id]]
+        if last_sent_at.astimezone(zone).date() == day:
+            sent.add(subscriber_id)
+    return sent
 
 
 def _step(rt: Runtime, slug: str, position: int, zone: str | None, now: datetime) -> _Step:
