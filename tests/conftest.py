@@ -154,9 +154,8 @@ def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "drip.sqlite3"
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
-    with engine.connect() as conn:  # everything into the main file: the copy is complete
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    engine.dispose()
+    engine.dispose()  # the last connection closing checkpoints the WAL into the main file
+    assert not Path(f"{path}-wal").exists(), "the template's WAL was not checkpointed"
     return path
 
 

@@ -21,7 +21,7 @@ from drip.clock import FrozenClock
 from drip.engine.consent import unsubscribe
 from drip.esp.memory import MemoryBackend
 from drip.ingest.stream import OPEN, entry
-from drip.models import Consent, Conversion, Subscriber, SubscriberStatus
+from drip.models import Consent, Conversion, Enrollment, Subscriber, SubscriberStatus
 from drip.runtime import Runtime
 from drip.settings import Settings
 from drip.subscribers.store import add_tags
@@ -321,6 +321,40 @@ def test_unsubscribe_from_the_dashboard_needs_the_token_and_records_it(
         assert session.get(Subscriber, sid).status == "unsubscribed"  # type: ignore[union-attr]
         consent = session.scalars(select(Consent).where(Consent.subscriber_id == sid)).one()
         assert (consent.action, consent.source) == ("unsubscribe", "dashboard")
+
+
+def test_a_sequence_with_a_manual_trigger_starts_from_the_subscriber_page_once(
+    rt: Runtime, http: TestClient
+) -> None:
+    sid = add_subscriber(rt, "ana@example.com")
+    page = http.get(f"/admin/subscribers/{sid}").text
+    assert '<option value="runners-lab-welcome">' in page  # the one shipped with on = "manual"
+    assert '<option value="glute-accelerator">' not in page
+    token = page_token(page)
+
+    refused = http.post(f"/admin/subscribers/{sid}/sequences", data={"slug": "runners-lab-welcome"})
+    first = http.post(
+        f"/admin/subscribers/{sid}/sequences",
+        data={"csrf_token": token, "slug": "runners-lab-welcome"},
+    )
+    again = http.post(
+        f"/admin/subscribers/{sid}/sequences",
+        data={"csrf_token": token, "slug": "runners-lab-welcome"},
+    )
+    other = http.post(
+        f"/admin/subscribers/{sid}/sequences",
+        data={"csrf_token": token, "slug": "runners-lab-upsell"},
+    )
+
+    assert refused.status_code == 403
+    assert "Started: the sequence" in http.get(first.headers["location"]).text
+    assert "is in that sequence now" in http.get(again.headers["location"]).text
+    assert "not started by hand" in http.get(other.headers["location"]).text
+    with rt.sessions() as session:
+        slugs = set(
+            session.scalars(select(Enrollment.sequence).where(Enrollment.subscriber_id == sid))
+        )
+    assert slugs == {"glute-accelerator", "runners-lab-welcome"}
 
 
 def test_export_downloads_everything_stored_as_json(rt: Runtime, http: TestClient) -> None:

@@ -21,6 +21,7 @@ from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
 from drip.reports.sequences import enrollment_histories
 from drip.subscribers.gdpr import erase_subscriber, export_subscriber
+from drip.subscribers.manual import MANUAL, Refusal, StartRefused, start_by_hand
 from drip.subscribers.queries import COURSE_STATES, find_subscriber, list_subscribers, tag_names
 from drip.web.admin import upsell_slugs
 from drip.web.dashboard import figures
@@ -40,10 +41,20 @@ PAGE_SIZE = 50
 TAGS_SHOWN = 200
 TIMELINE_MAX = 200
 STATUSES = ("active", "pending", "unsubscribed", "erased")
+# Why a start by hand did nothing, for a person (drip.subscribers.manual.Refusal).
+REFUSALS = {
+    Refusal.UNKNOWN_SEQUENCE: "Nothing started: there is no such sequence.",
+    Refusal.NOT_MANUAL: "Nothing started: that sequence is not started by hand.",
+    Refusal.NOT_ACTIVE: "Nothing started: sequences start for active subscribers only.",
+    Refusal.IN_IT: "Nothing started: this subscriber is in that sequence now.",
+    Refusal.DONE: "Nothing started: this subscriber went through it, and it allows no re-entry.",
+}
 NOTICES = {
     "unsubscribed": "Unsubscribed: no more emails of any kind.",
     "already": "Nothing to do: this subscriber was already unsubscribed or erased.",
     "erased": "Erased: the personal data is gone; the address stays suppressed as a hash.",
+    "started": "Started: the sequence's first email goes out as its first_lesson rule says.",
+    **{f"refused-{r.value}": text for r, text in REFUSALS.items()},
 }
 
 
@@ -127,9 +138,11 @@ def subscriber_page(
         enrollments = enrollment_histories(session, subscriber_id)
     lengths = {slug: seq.length for slug, seq in rt.library.items()}
     names = {slug: seq.name for slug, seq in rt.library.items()}
+    manual = [(s.slug, s.name) for s in rt.automations.started_by(MANUAL)]
     context = {
         "section": "subscribers",
         "sub": export["subscriber"],
+        "manual": manual,
         "export": export,
         "enrollments": enrollments,
         "lengths": lengths,
@@ -153,6 +166,26 @@ def unsubscribe_(
         changed = unsubscribe(session, _get(session, subscriber_id), rt.clock(), "dashboard")
     figures.forget(request)
     return _back(subscriber_id, "unsubscribed" if changed else "already")
+
+
+@router.post("/subscribers/{subscriber_id}/sequences")
+async def start_sequence(
+    request: Request, rt: RuntimeDep, admin: Checked, subscriber_id: RowId
+) -> Response:
+    """Start a sequence that has a ``manual`` trigger (drip.subscribers.manual)."""
+    slug = (await read_form(request)).get("slug", "").strip()[:64]
+
+    def run() -> str:
+        try:
+            with rt.transaction() as session:
+                start_by_hand(rt, session, _get(session, subscriber_id), slug, rt.clock())
+        except StartRefused as refused:
+            return f"refused-{refused.reason.value}"
+        return "started"
+
+    done = await run_in_threadpool(run)
+    figures.forget(request)
+    return _back(subscriber_id, done)
 
 
 @router.get("/subscribers/{subscriber_id}/export.json")
