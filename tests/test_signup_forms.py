@@ -309,3 +309,19 @@ def test_a_form_gone_since_the_signup_falls_back_to_the_default_wording(rt: Runt
     del rt.forms["waitlist"]
     assert source.message(rt, "confirm/waitlist/3") is rt.renderer.confirmation()
     assert source.message(rt, "confirm/4") is rt.renderer.confirmation()
+
+
+def test_a_form_without_a_redirect_lands_on_our_thank_you_page_naming_what_is_on_its_way(
+    rt: Runtime,
+) -> None:
+    http = client_for(rt)
+    answer = form_signup(http, email="ana@example.com", form="quiz")
+    assert (answer.status_code, answer.headers["location"]) == (
+        303,
+        "http://testserver/thanks?form=quiz",
+    )
+    page = http.get(answer.headers["location"]).text
+    assert "Click it and Quiz is on its way." in page
+    default = http.get("/thanks").text
+    assert "your first lesson of the" in default
+    assert "your first lesson of the" in http.get("/thanks?form=nowhere").text  # unknown: default

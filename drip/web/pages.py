@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from drip.content.types import DEFAULT_FORM
 from drip.engine.consent import unsubscribe
 from drip.errors import InvalidInput
 from drip.models import SubscriberStatus
@@ -82,7 +83,7 @@ async def subscribe(request: Request, rt: RuntimeDep) -> Response:
         form = clean_form(fields.get("form"), rt.forms)
     except InvalidInput as err:
         return _form_page(request, fields, err, 422)
-    thanks = form.redirect or rt.settings.thank_you_url or str(request.url_for("thanks"))
+    thanks = form.redirect or rt.settings.thank_you_url or _our_thanks(request, form.slug)
     if fields.get(HONEYPOT, "").strip():
         log.info("honeypot filled: signup ignored")
         return RedirectResponse(thanks, status_code=303)
@@ -104,9 +105,17 @@ async def subscribe(request: Request, rt: RuntimeDep) -> Response:
     return RedirectResponse(thanks, status_code=303)
 
 
+def _our_thanks(request: Request, form: str) -> str:
+    """Our thank-you page; for a form other than the default, naming it so the page says what
+    is on its way (a lead magnet is not the course's first lesson)."""
+    url = request.url_for("thanks")
+    return str(url if form == DEFAULT_FORM else url.include_query_params(form=form))
+
+
 @router.get("/thanks", name="thanks")
-def thanks(request: Request) -> Response:
-    return page(request, "thanks.html")
+def thanks(request: Request, rt: RuntimeDep, form: str = "") -> Response:
+    found = rt.forms.get(form) if form and form != DEFAULT_FORM else None
+    return page(request, "thanks.html", {"what": found.name if found else None})
 
 
 @router.get("/confirm/{token}")
