@@ -109,7 +109,9 @@ def test_the_export_holds_everything_stored_about_the_subscriber(
     assert [c["action"] for c in data["consents"]] == ["signup", "confirm"]
     assert data["consents"][0]["text"] == rt.settings.consent_text
     assert data["consents"][0]["user_agent"]
-    assert [e["sequence"] for e in data["enrollments"]] == ["glute-accelerator"]
+    assert [(e["sequence"], e["entry"], e["trigger"]) for e in data["enrollments"]] == [
+        ("glute-accelerator", 1, "form:default")  # confirmed through the default form
+    ]
     assert [m["message"] for m in data["emails"]] == ["confirm/1", "glute-accelerator/1"]
     assert [e["type"] for e in data["events"]] == ["opened", "clicked"]
     assert data["events"][0]["ip"] == "203.0.113.9"

@@ -89,6 +89,8 @@ def export_subscriber(session: Session, subscriber: Subscriber, now: datetime) -
         "enrollments": [
             {
                 "sequence": e.sequence,
+                "entry": e.entry,
+                "trigger": e.trigger,
                 "status": e.status,
                 "position": e.position,
                 "stop_reason": e.stop_reason,
