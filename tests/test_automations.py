@@ -486,3 +486,66 @@ def test_the_day_is_the_subscribers_local_day_not_utcs(
     ]
     # START is 2 March 00:00 UTC, 09:00 in Tokyo: the morning lesson waits for the 3rd.
     assert sent == [("course/1", "02 23:00"), ("morning/1", "03 07:00"), ("course/2", "04 23:00")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_install_from_before_automations_keeps_sending_what_it_sent(
+    tmp_path: Path, clock: FrozenClock, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Migrated from 0008 (one course, ``on_complete``): an enrollment at lesson 6 gets lesson 7,
+    then the upsell, exactly as before; nothing else starts."""
+    from sqlalchemy import text
+
+    from drip.db import make_engine
+    from drip.migrate import upgrade
+    from tests.conftest import _drop_database, _ensure_database
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    else:  # a database of its own, next to the session's
+        session_url = request.getfixturevalue("pg_engine").url
+        url = session_url.set(database=f"{session_url.database}_old").render_as_string(False)
+        _ensure_database(url)
+    engine = make_engine(url)
+    upgrade(engine, "0008")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "insert into subscribers (id, email, first_name, time_zone, status, source,"
+                " course_emails, newsletter, created_at, confirmed_at)"
+                " values (1, 'old@example.com', 'Old', 'America/New_York', 'active', 'form',"
+                " true, true, :now, :now)"
+            ),
+            {"now": clock()},
+        )
+        conn.execute(
+            text(
+                "insert into enrollments (subscriber_id, sequence, position, status,"
+                " next_send_at, enrolled_at) values (1, 'glute-accelerator', 6, 'active', :now,"
+                " :now)"
+            ),
+            {"now": clock()},
+        )
+    upgrade(engine)
+    try:
+        settings = make_settings(tmp_path)
+        rt = Runtime.build(settings, engine=engine, backend=MemoryBackend(clock=clock), clock=clock)
+        run_days(rt, clock, 5)
+        assert sent_keys(rt) == [
+            "glute-accelerator/7",
+            "runners-lab-upsell/1",
+            "runners-lab-upsell/2",
+            "runners-lab-upsell/3",
+        ]
+        state = enrollments(rt)
+        assert state[(1, "glute-accelerator")] == ("completed", 1, None)
+        assert state[(1, "runners-lab-upsell")] == (
+            "completed",
+            1,
+            "completed:glute-accelerator",
+        )
+        assert len(state) == 2
+    finally:
+        engine.dispose()
+        if backend == "postgres":
+            _drop_database(url)
