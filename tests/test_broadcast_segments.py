@@ -238,3 +238,26 @@ def test_the_description_reads_like_the_rules() -> None:
 
     assert segment.describe() == "tags any of 5k; in_course; engaged in the last 14 days"
     assert Segment().describe() == "every active newsletter subscriber"
+
+
+def test_every_problem_of_a_segment_is_reported_at_once() -> None:
+    from drip.broadcasts.segments import parse_segment
+    from drip.broadcasts.validation import InvalidBroadcast
+
+    with pytest.raises(InvalidBroadcast) as caught:
+        parse_segment(
+            {
+                "color": "red",
+                "states": ["nowhere"],
+                "engaged_days": 0,
+                "signup_after": "2026-03-02",
+                "signup_before": "2026-03-01",
+            }
+        )
+    assert [p.field for p in caught.value.problems] == [
+        "segment",
+        "segment.states",
+        "segment.engaged_days",
+        "segment.signup_before",
+    ]
+    assert "unknown rule 'color'" in str(caught.value)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, and_, exists, false, func, select, true
 from sqlalchemy.orm import Session
 
+from drip.broadcasts.validation import FieldProblem, collect, raise_problems
 from drip.errors import InvalidInput
 from drip.models import (
     Subscriber,
@@ -140,19 +141,59 @@ def _moment(value: object, field: str) -> datetime:
 
 
 def parse_segment(data: Mapping[str, Any] | None) -> Segment:
-    """Validate a segment spec; :class:`InvalidInput` names the offending ``segment.<key>``."""
+    """Validate a segment spec. Every problem at once: one :class:`InvalidInput` naming the
+    offending ``segment.<key>``, or an :class:`InvalidBroadcast` (an InvalidInput) listing
+    several, each naming its key."""
     if data is None:
         return Segment()
     if not isinstance(data, Mapping):
         raise InvalidInput("segment", "must be a JSON object")
+    problems: list[FieldProblem] = []
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
-        raise InvalidInput("segment", f"unknown rule {unknown[0]!r} (known: {', '.join(KEYS)})")
-    tags = {
-        key: clean_tags(data.get(key), f"segment.{key}")
-        for key in ("tags_any", "tags_all", "tags_none")
-    }
-    states = data.get("states") or ()
+        names = ", ".join(repr(name) for name in unknown)
+        rule = "rule" if len(unknown) == 1 else "rules"
+        problems.append(
+            FieldProblem("segment", f"unknown {rule} {names} (known: {', '.join(KEYS)})")
+        )
+    tags = {key: _tags(problems, data, key) for key in ("tags_any", "tags_all", "tags_none")}
+    states = collect(problems, lambda: _states(data.get("states"))) or ()
+    days = collect(problems, lambda: _engaged_days(data.get("engaged_days")))
+    if data.get("newsletter", True) is not True:
+        problems.append(
+            FieldProblem(
+                "segment.newsletter",
+                "only true is possible: subscribers who turned the newsletter off never get one",
+            )
+        )
+    after = collect(
+        problems, lambda: _maybe_moment(data.get("signup_after"), "segment.signup_after")
+    )
+    before = collect(
+        problems, lambda: _maybe_moment(data.get("signup_before"), "segment.signup_before")
+    )
+    if after and before and after >= before:
+        problems.append(FieldProblem("segment.signup_before", "must be later than signup_after"))
+    if len(problems) == 1:
+        raise InvalidInput(problems[0].field, problems[0].message)
+    raise_problems(problems)
+    return Segment(
+        tags_any=tags["tags_any"],
+        tags_all=tags["tags_all"],
+        tags_none=tags["tags_none"],
+        states=states,
+        engaged_days=days,
+        signup_after=after,
+        signup_before=before,
+    )
+
+
+def _tags(problems: list[FieldProblem], data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    return collect(problems, lambda: clean_tags(data.get(key), f"segment.{key}")) or ()
+
+
+def _states(value: object) -> tuple[str, ...]:
+    states = value or ()
     if isinstance(states, str):
         states = [s.strip() for s in states.split(",") if s.strip()]
     if not isinstance(states, list | tuple) or not all(isinstance(s, str) for s in states):
@@ -164,32 +205,19 @@ def parse_segment(data: Mapping[str, Any] | None) -> Segment:
             )
     if "converted" in states and "not_converted" in states:
         raise InvalidInput("segment.states", "converted and not_converted exclude each other")
-    days = data.get("engaged_days")
+    return tuple(dict.fromkeys(states))
+
+
+def _engaged_days(days: object) -> int | None:
     if days is not None and (
         isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650
     ):
         raise InvalidInput("segment.engaged_days", "must be a whole number of days, 1..3650")
-    newsletter = data.get("newsletter", True)
-    if newsletter is not True:
-        raise InvalidInput(
-            "segment.newsletter",
-            "only true is possible: subscribers who turned the newsletter off never get one",
-        )
-    after = data.get("signup_after")
-    before = data.get("signup_before")
-    segment = Segment(
-        tags_any=tags["tags_any"],
-        tags_all=tags["tags_all"],
-        tags_none=tags["tags_none"],
-        states=tuple(dict.fromkeys(states)),
-        engaged_days=days,
-        signup_after=None if after is None else _moment(after, "segment.signup_after"),
-        signup_before=None if before is None else _moment(before, "segment.signup_before"),
-    )
-    after_at, before_at = segment.signup_after, segment.signup_before
-    if after_at and before_at and after_at >= before_at:
-        raise InvalidInput("segment.signup_before", "must be later than signup_after")
-    return segment
+    return days
+
+
+def _maybe_moment(value: object, field: str) -> datetime | None:
+    return None if value is None else _moment(value, field)
 
 
 def parse_segment_text(text: str | None) -> Segment:
