@@ -14,8 +14,9 @@ def check_content(context: Context) -> Finding:
     survey = survey_content(settings)
     if survey.problems:
         problems = [str(problem) for problem in survey.problems]
+        noun = "problem" if len(problems) == 1 else "problems"
         return fail(
-            f"DRIP_CONTENT_DIR: {len(problems)} problem(s) in {folder}\n" + "\n".join(problems),
+            f"DRIP_CONTENT_DIR: {len(problems)} {noun} in {folder}\n" + "\n".join(problems),
             "fix each file at the line shown, then run `drip lessons check`; workers refuse "
             "to start on broken content",
         )
