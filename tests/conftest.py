@@ -26,7 +26,7 @@ from drip.esp.memory import MemoryBackend
 from drip.migrate import upgrade
 from drip.models import Base
 from drip.runtime import Runtime
-from drip.settings import Settings
+from drip.settings import ENV_PREFIX, Settings, get_settings
 from tests.fakes.sendgrid_sink import SendGridSink
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -236,6 +236,18 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No ``DRIP_*`` variable from the environment the tests run in, and no cached settings:
+    for tests of what the commands read from the environment."""
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture

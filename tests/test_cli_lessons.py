@@ -7,10 +7,8 @@ around every invocation, and no DRIP_* variable of the developer's shell reaches
 from __future__ import annotations
 
 import email
-import os
 import re
 import shutil
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from drip.cli.main import main
-from drip.settings import ENV_PREFIX, get_settings
+from drip.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_CONTENT = ROOT / "content" / "lessons"
@@ -31,14 +29,7 @@ STEMS = sorted(
 )
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("clean_env")  # conftest: no DRIP_* from outside
 
 
 def drip(args: list[str], **env: str) -> Result:

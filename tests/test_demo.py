@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import email
 import json
-import os
 import re
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -26,7 +24,7 @@ from click.testing import CliRunner
 
 from drip.cli.main import main
 from drip.demo import DemoRow, run_demo
-from drip.settings import ENV_PREFIX, get_settings
+from drip.settings import get_settings
 from tests.conftest import make_settings
 
 START = date(2026, 3, 5)
@@ -228,16 +226,6 @@ def test_a_rerun_starts_from_a_fresh_outbox_and_database(tmp_path: Path) -> None
 
 
 # --------------------------------------------------------------------------- the command
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 @pytest.mark.usefixtures("clean_env")

@@ -6,9 +6,7 @@ message``), by ``drip lessons check`` and when the runtime is built, and what a 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +29,7 @@ from drip.content.render import Renderer
 from drip.content.triggers import Rule
 from drip.errors import ContentError
 from drip.runtime import Runtime, automations_for
-from drip.settings import ENV_PREFIX, get_settings
+from drip.settings import get_settings
 from tests.conftest import REPO, make_settings
 
 LESSONS = REPO / "content" / "lessons"
@@ -268,16 +266,6 @@ def test_a_default_form_naming_a_sequence_replaces_the_course_fallback() -> None
 
 
 # --------------------------------------------------------------------------- drip lessons check
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def drip(args: list[str], **env: str) -> Result:

@@ -8,9 +8,8 @@ database: ``UTCDateTime`` compares as its ``DateTime(timezone=True)`` impl and t
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -27,7 +26,7 @@ from sqlalchemy.orm import Session
 from drip.cli.main import main
 from drip.migrate import alembic_config
 from drip.models import Base, Delivery, Enrollment, Subscriber
-from drip.settings import ENV_PREFIX, get_settings
+from drip.settings import get_settings
 from drip.suppress import normalize_email
 
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
@@ -221,16 +220,6 @@ def test_a_naive_datetime_is_refused(engine: Engine) -> None:
 
 
 # --------------------------------------------------------------------------- drip db upgrade
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def _upgrade(url: str) -> tuple[int, str]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +19,14 @@ from drip.errors import SettingsError
 from drip.outgoing import load_endpoints
 from drip.outgoing.config import endpoints_file
 from drip.outgoing_endpoints import Endpoint
-from drip.settings import ENV_PREFIX, get_settings, load_settings
+from drip.settings import load_settings
 from tests.conftest import REPO, make_settings
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 SHORT = "whsec_" + base64.b64encode(b"sixteen bytes!!!").decode()
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("clean_env")  # conftest: no DRIP_* from outside
 
 
 def entry(**changes: Any) -> dict[str, Any]:
