@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import Engine, func, select, text
 
-from bench.common import REPO, ZONES, fresh_database
+from bench.common import REPO, fresh_database, insert_active_subscribers
 from drip.engine.automations import handle
 from drip.esp.memory import MemoryBackend
 from drip.models import Enrollment, Subscriber
@@ -76,18 +76,8 @@ def write_content(target: Path) -> None:
 
 def load_active(engine: Engine, count: int) -> None:
     """``count`` active subscribers, in no sequence, addresses ``runner<i>@example.com``."""
-    zones = "array[" + ",".join(f"'{z}'" for z in ZONES) + "]"
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "insert into subscribers (email, first_name, time_zone, status, source,"
-                " course_emails, newsletter, created_at, confirmed_at)"
-                f" select 'runner' || i || '@example.com', 'Runner' || i, ({zones})[1 + i % 5],"
-                " 'active', 'bench', true, true, now(), now()"
-                " from generate_series(1, :n) as i"
-            ),
-            {"n": count},
-        )
+        insert_active_subscribers(conn, count)
         conn.execute(text("analyze"))
 
 

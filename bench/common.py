@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 from drip.db import make_engine
 from drip.migrate import upgrade
@@ -36,21 +36,26 @@ def fresh_database(url: str) -> Engine:
     return engine
 
 
+def insert_active_subscribers(conn: Connection, count: int) -> None:
+    """``count`` active subscribers ``runner<i>@example.com``, spread over :data:`ZONES`."""
+    zones = "array[" + ",".join(f"'{z}'" for z in ZONES) + "]"
+    conn.execute(
+        text(
+            "insert into subscribers (email, first_name, time_zone, status, source,"
+            " course_emails, newsletter, created_at, confirmed_at)"
+            f" select 'runner' || i || '@example.com', 'Runner' || i, ({zones})[1 + i % 5],"
+            " 'active', 'bench', true, true, now(), now()"
+            " from generate_series(1, :n) as i"
+        ),
+        {"n": count},
+    )
+
+
 def load_subscribers(engine: Engine, count: int, *, due: bool = True) -> None:
     """``count`` active subscribers, each enrolled in the course, due now (or tomorrow)."""
-    zones = "array[" + ",".join(f"'{z}'" for z in ZONES) + "]"
     when = "now() - interval '1 minute'" if due else "now() + interval '1 day'"
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "insert into subscribers (email, first_name, time_zone, status, source,"
-                " course_emails, newsletter, created_at, confirmed_at)"
-                f" select 'runner' || i || '@example.com', 'Runner' || i, ({zones})[1 + i % 5],"
-                " 'active', 'bench', true, true, now(), now()"
-                " from generate_series(1, :n) as i"
-            ),
-            {"n": count},
-        )
+        insert_active_subscribers(conn, count)
         conn.execute(
             text(
                 "insert into enrollments (subscriber_id, sequence, position, status,"
@@ -202,19 +207,9 @@ def load_spread_subscribers(engine: Engine, count: int, slugs: Sequence[str]) ->
     """
     if len(slugs) < 2:
         raise ValueError("load_spread_subscribers needs two sequences or more")
-    zones = "array[" + ",".join(f"'{z}'" for z in ZONES) + "]"
     names = "array[" + ",".join(f"'{s}'" for s in slugs) + "]"
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "insert into subscribers (email, first_name, time_zone, status, source,"
-                " course_emails, newsletter, created_at, confirmed_at)"
-                f" select 'runner' || i || '@example.com', 'Runner' || i, ({zones})[1 + i % 5],"
-                " 'active', 'bench', true, true, now(), now()"
-                " from generate_series(1, :n) as i"
-            ),
-            {"n": count},
-        )
+        insert_active_subscribers(conn, count)
         conn.execute(
             text(
                 "insert into enrollments (subscriber_id, sequence, position, status,"
