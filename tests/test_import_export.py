@@ -64,6 +64,20 @@ def test_a_kit_export_maps_states_names_tags_and_dates(rt: Runtime, tmp_path: Pa
         assert count(session, Enrollment) == 0  # imported people aren't put on the course...
 
 
+def test_imported_tags_start_no_sequence(rt: Runtime, tmp_path: Path) -> None:
+    """A list moved from another tool is not a crowd asking for lead magnets today: the tag of
+    the shipped Mid-Stance Checklist, imported, is stored and starts nothing."""
+    text = "first_name,email_address,state,created_at,tags\n"
+    text += "Ana,ana@example.com,active,2024-01-15T08:30:00Z,mid-stance\n"
+    import_file(rt, _file(tmp_path, "kit.csv", text))
+    with rt.sessions() as session:
+        assert [t.name for t in subscriber(session, "ana@example.com").tags] == ["mid-stance"]
+        assert count(session, Enrollment) == 0
+    assert [s.slug for s in rt.automations.started_by("tag_added", "mid-stance")] == [
+        "mid-stance-checklist"
+    ]  # the same tag added by the API or a form would start it
+
+
 def test_enroll_puts_new_active_subscribers_on_the_course(rt: Runtime, tmp_path: Path) -> None:
     import_file(rt, _file(tmp_path, "kit.csv", KIT), enroll_new=True)
     with rt.sessions() as session:
