@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -109,12 +110,22 @@ def test_drain_forever_moves_queued_opens_into_the_database_and_stops_cleanly(
     rt: Runtime, drainer: subprocess.Popen[str]
 ) -> None:
     _, delivery_id = sent_delivery(rt, "ana@example.com")
+    lines: list[str] = []
+    assert drainer.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(drainer.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     client = redis.Redis.from_url(rt.settings.redis_url)
     try:
         fields = entry(OPEN, delivery_id, at=rt.clock(), ip="198.51.100.7", user_agent=HUMAN_UA)
         client.xadd(rt.settings.tracking_stream, fields)  # type: ignore[arg-type]
+        # Until the command says it drained the entry: only then is it surely in its loop, with
+        # its SIGTERM handler in place (a signal during start-up would kill it, as it should).
         deadline = time.monotonic() + DEADLINE_SECONDS
-        while not _stored_opens(rt) and drainer.poll() is None and time.monotonic() < deadline:
+        while (
+            not any("drained 1 entries" in line for line in lines)
+            and drainer.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         left = client.xlen(rt.settings.tracking_stream)
     finally:
@@ -123,13 +134,19 @@ def test_drain_forever_moves_queued_opens_into_the_database_and_stops_cleanly(
     running = drainer.poll() is None
 
     drainer.send_signal(signal.SIGTERM)
-    out, err = drainer.communicate(timeout=DEADLINE_SECONDS)
+    drainer.wait(timeout=DEADLINE_SECONDS)
+    reader.join(timeout=DEADLINE_SECONDS)
+    assert drainer.stderr is not None
+    err = drainer.stderr.read()
+    out = "".join(lines)
+    drainer.stdout.close()
+    drainer.stderr.close()
 
     assert running, err
     [event] = _stored_opens(rt)
     assert (event.type, event.delivery_id, event.machine) == ("opened", delivery_id, False)
     assert left == 0  # acknowledged and deleted once stored
-    assert "drained 1 entries" in out
+    assert "drained 1 entries" in out, (out, err)
     assert drainer.returncode == 0, err  # SIGTERM: the drain in hand ends, then a clean exit
     assert out.rstrip().endswith("stopped")
     assert "Traceback" not in err
