@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import Engine, func, select, text
 
-from bench.common import REPO, fresh_database, insert_active_subscribers
+from bench.common import REPO, copy_sequence, fresh_database, insert_active_subscribers
 from drip.engine.automations import handle
 from drip.esp.memory import MemoryBackend
 from drip.models import Enrollment, Subscriber
@@ -57,21 +55,9 @@ def write_content(target: Path) -> None:
     """The course, and two copies of it started by the tags :data:`CSV_TAG` and
     :data:`EVENT_TAG`."""
     shutil.copytree(COURSE_DIR, target / COURSE_DIR.name)
-    with (COURSE_DIR / "sequence.toml").open("rb") as f:
-        course = tomllib.load(f)
     for slug, tag in ((f"seq-{CSV_TAG}", CSV_TAG), (f"seq-{EVENT_TAG}", EVENT_TAG)):
-        folder = target / slug
-        shutil.copytree(COURSE_DIR, folder, ignore=shutil.ignore_patterns("sequence.toml"))
-        fields = {
-            "slug": slug,
-            "name": f"{course['name']} ({slug})",
-            "kind": course["kind"],
-            "send_hour": course["send_hour"],
-            "first_lesson": "next_send_hour",
-        }
-        lines = [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
-        lines += ["[[triggers]]", 'on = "tag_added"', f'tag = "{tag}"']
-        (folder / "sequence.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        trigger = f'[[triggers]]\non = "tag_added"\ntag = "{tag}"\n'
+        copy_sequence(COURSE_DIR, target / slug, slug, rules=trigger)
 
 
 def load_active(engine: Engine, count: int) -> None:

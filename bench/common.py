@@ -165,35 +165,40 @@ def bench_slugs(count: int) -> list[str]:
     return [f"bench-{i:0{width}d}" for i in range(1, count + 1)]
 
 
-def copy_course(source: Path, target: Path, count: int) -> list[str]:
-    """``count`` copies of the course folder ``source`` under ``target`` (a content directory,
-    created), one per :func:`bench_slugs` slug; returns the slugs.
-
-    Each copy has its own sequence.toml: its slug and name, every day at the course's hour,
-    priorities all different (the first copy highest), no triggers or exits (nothing in the
-    benchmark signs up), and ``first_lesson = "next_send_hour"``, so that a first lesson due now
-    goes through the one-a-day check instead of always going (drip.engine.claim.one_a_day).
-    """
+def copy_sequence(
+    source: Path, folder: Path, slug: str, *, priority: int = 0, rules: str = ""
+) -> None:
+    """A copy of the sequence folder ``source`` as ``folder``, with a sequence.toml of its own:
+    ``slug`` and a name from it, every day at the course's hour, ``first_lesson =
+    "next_send_hour"`` (so that a first lesson due now goes through the one-a-day check,
+    drip.engine.claim.one_a_day), ``priority``, then ``rules`` (``[[triggers]]`` tables)."""
     with (source / "sequence.toml").open("rb") as f:
         course = tomllib.load(f)
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("sequence.toml"))
+    fields = {
+        "slug": slug,
+        "name": f"{course['name']} ({slug})",
+        "kind": course["kind"],
+        "send_hour": course["send_hour"],
+        "send_minute": course.get("send_minute", 0),
+        "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "first_lesson": "next_send_hour",
+        "category": course.get("category", "course"),
+        "priority": priority,
+    }
+    # json.dumps writes strings, integers and lists of strings the way TOML reads them.
+    lines = [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+    (folder / "sequence.toml").write_text("\n".join(lines) + "\n" + rules, encoding="utf-8")
+
+
+def copy_course(source: Path, target: Path, count: int) -> list[str]:
+    """``count`` copies of the course folder ``source`` under ``target`` (a content directory,
+    created), one per :func:`bench_slugs` slug (:func:`copy_sequence`); returns the slugs.
+    Priorities are all different (the first copy highest); no triggers or exits: nothing in the
+    benchmark signs up."""
     slugs = bench_slugs(count)
     for rank, slug in enumerate(slugs):
-        folder = target / slug
-        shutil.copytree(source, folder, ignore=shutil.ignore_patterns("sequence.toml"))
-        fields = {
-            "slug": slug,
-            "name": f"{course['name']} ({slug})",
-            "kind": course["kind"],
-            "send_hour": course["send_hour"],
-            "send_minute": course.get("send_minute", 0),
-            "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-            "first_lesson": "next_send_hour",
-            "category": course.get("category", "course"),
-            "priority": count - rank,
-        }
-        # json.dumps writes strings, integers and lists of strings the way TOML reads them.
-        lines = [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
-        (folder / "sequence.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        copy_sequence(source, target / slug, slug, priority=count - rank)
     return slugs
 
 
