@@ -403,14 +403,17 @@ def test_a_human_click_on_a_named_link_starts_its_sequence_a_machine_click_does_
     assert (scanner, "plan") not in state
 
 
-def test_workers_refuse_to_start_on_a_trigger_cycle_or_a_dangling_form(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["worker", "beat", "serve"])
+def test_workers_refuse_to_start_on_a_trigger_cycle_or_a_dangling_form(
+    tmp_path: Path, command: str
+) -> None:
     from tests.test_cli_workers import run
 
     root = tmp_path / "content"
     sequence(root, "a", "[[triggers]]", 'on = "completed"', 'sequence = "b"')
     sequence(root, "b", "[[triggers]]", 'on = "completed"', 'sequence = "a"')
     sequence(root, "c", "[[triggers]]", 'on = "form"', 'form = "ghost"')
-    result = run("worker", tmp_path, DRIP_CONTENT_DIR=str(root), DRIP_COURSE_SEQUENCE="a")
+    result = run(command, tmp_path, DRIP_CONTENT_DIR=str(root), DRIP_COURSE_SEQUENCE="a")
     assert result.returncode == 1
     assert "sequence cycle a -> b -> a" in result.stderr
     assert "trigger on form: 'ghost' names no form" in result.stderr
